@@ -1,0 +1,257 @@
+"""The w2v-BERT 2.0 backbone: HF `Wav2Vec2BertModel` returning every hidden state.
+
+Loads from a hub id or a local folder, or is built from a config (tests, random
+initialisation). Optional freezing, gradient checkpointing and LoRA through peft, with a
+merge step that gives back a plain `Wav2Vec2BertModel`.
+"""
+
+import copy
+import logging
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from transformers import AutoConfig, AutoModel, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+from speechbrain_w2vbert_sv.utils import lengths_to_mask
+
+logger = logging.getLogger(__name__)
+
+# Settings every speaker model needs: a fixed number of hidden states (no layerdrop) and
+# no SpecAugment masking vector (an unused parameter breaks DDP).
+_SV_OVERRIDES = {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
+
+
+def build_w2vbert_config(config):
+    """Wav2Vec2BertConfig from a dict of keyword arguments (HyperPyYAML) or a config.
+
+    Arguments
+    ---------
+    config : dict or transformers.PretrainedConfig
+        Keyword arguments of `Wav2Vec2BertConfig`, or a config object.
+
+    Returns
+    -------
+    transformers.PretrainedConfig
+        A copy with layerdrop and SpecAugment masking turned off.
+
+    Example
+    -------
+    >>> build_w2vbert_config({"hidden_size": 32}).layerdrop
+    0.0
+    """
+    if isinstance(config, dict):
+        config = Wav2Vec2BertConfig(**config)
+    else:
+        config = copy.deepcopy(config)
+    for key, value in _SV_OVERRIDES.items():
+        setattr(config, key, value)
+    return config
+
+
+def load_w2vbert(source, cache_dir=None):
+    """Load a (possibly pruned) w2v-BERT model from a hub id or a local folder.
+
+    Arguments
+    ---------
+    source : str
+        Hub id (e.g. ``facebook/w2v-bert-2.0``) or a folder written by `save_pretrained`.
+    cache_dir : str, optional
+        Where downloaded files are cached.
+
+    Returns
+    -------
+    transformers.Wav2Vec2BertModel
+        The model, with layerdrop and SpecAugment masking turned off.
+    """
+    config = build_w2vbert_config(AutoConfig.from_pretrained(source, cache_dir=cache_dir))
+    # AutoModel also resolves the pruned model class registered by the pruning package.
+    return AutoModel.from_pretrained(source, config=config, cache_dir=cache_dir)
+
+
+class W2VBertBackbone(torch.nn.Module):
+    """w2v-BERT 2.0 encoder returning all hidden states (feature projection + layers).
+
+    Arguments
+    ---------
+    source : str, optional
+        Hub id or local folder to load the weights from.
+    config : dict or transformers.PretrainedConfig, optional
+        Builds a randomly initialised model instead of loading one (used by tests and
+        when the weights come from a checkpoint). Exactly one of `source`/`config`.
+    freeze : bool
+        Freeze the encoder weights (LoRA adapters, if any, stay trainable).
+    lora_rank : int
+        LoRA rank; 0 disables LoRA.
+    lora_alpha : float
+        LoRA scaling numerator (the update is scaled by alpha / rank).
+    lora_dropout : float
+        Dropout on the LoRA input.
+    lora_target_modules : list of str
+        Names of the linear layers that receive LoRA adapters.
+    gradient_checkpointing : bool
+        Recompute layer activations in the backward pass to save memory.
+    cache_dir : str, optional
+        Cache folder for hub downloads.
+
+    Example
+    -------
+    >>> backbone = W2VBertBackbone(
+    ...     config={"hidden_size": 32, "num_hidden_layers": 2,
+    ...             "num_attention_heads": 4, "intermediate_size": 64},
+    ...     lora_rank=4, lora_alpha=8,
+    ... )
+    >>> hidden, lengths = backbone(torch.randn(2, 10, 160), torch.tensor([1.0, 0.6]))
+    >>> hidden.shape
+    torch.Size([3, 2, 10, 32])
+    """
+
+    def __init__(
+        self,
+        source=None,
+        config=None,
+        freeze=False,
+        lora_rank=0,
+        lora_alpha=128.0,
+        lora_dropout=0.0,
+        lora_target_modules=("linear_q", "linear_v"),
+        gradient_checkpointing=False,
+        cache_dir=None,
+    ):
+        super().__init__()
+        if (source is None) == (config is None):
+            raise ValueError("W2VBertBackbone needs exactly one of `source` or `config`.")
+        if source is not None:
+            self.model = load_w2vbert(source, cache_dir=cache_dir)
+        else:
+            self.model = Wav2Vec2BertModel(build_w2vbert_config(config))
+        # Never used with masking off, and unused parameters break DDP.
+        if hasattr(self.model, "masked_spec_embed"):
+            del self.model.masked_spec_embed
+
+        self.freeze = freeze
+        if freeze:
+            self.model.requires_grad_(False)
+        if lora_rank > 0:
+            self._inject_lora(lora_rank, lora_alpha, lora_dropout, list(lora_target_modules))
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+
+    @property
+    def num_hidden_states(self):
+        """Number of hidden states returned: feature projection + every layer."""
+        return self.model.config.num_hidden_layers + 1
+
+    @property
+    def hidden_size(self):
+        """Width of every hidden state."""
+        return self.model.config.hidden_size
+
+    @property
+    def has_lora(self):
+        """Whether LoRA adapters are currently injected."""
+        return any(isinstance(m, LoraLayer) for m in self.model.modules())
+
+    def _inject_lora(self, rank, alpha, dropout, target_modules):
+        # inject_adapter_in_model keeps the HF model itself: peft's PeftModel wrapper
+        # would pass `input_ids`, which Wav2Vec2BertModel rejects.
+        lora_config = LoraConfig(
+            r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules
+        )
+        self.model = inject_adapter_in_model(lora_config, self.model)
+        # inject_adapter_in_model freezes everything but the adapters; undo that when the
+        # encoder is meant to train along.
+        if not self.freeze:
+            self.model.requires_grad_(True)
+
+    def merge_lora(self):
+        """Fold the LoRA updates into the encoder weights and remove the adapters."""
+        for name, module in list(self.model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent_name, _, child = name.rpartition(".")
+                parent = self.model.get_submodule(parent_name) if parent_name else self.model
+                setattr(parent, child, module.get_base_layer())
+        if not self.freeze:
+            self.model.requires_grad_(True)
+
+    def merged_model(self):
+        """A plain `Wav2Vec2BertModel` with LoRA folded in (this module is unchanged).
+
+        Returns
+        -------
+        transformers.Wav2Vec2BertModel
+            A copy ready for `save_pretrained`.
+        """
+        merged = copy.deepcopy(self)
+        merged.merge_lora()
+        return merged.model
+
+    def save_pretrained(self, folder):
+        """Save the encoder (LoRA merged) as a plain HF model folder."""
+        self.merged_model().save_pretrained(folder)
+
+    @staticmethod
+    def _merge_lora_state(state_dict, prefix):
+        """Fold LoRA entries of a state dict into the base weights they adapt."""
+        lora_a_keys = [k for k in state_dict if k.startswith(prefix) and ".lora_A." in k]
+        for a_key in lora_a_keys:
+            base = a_key.split(".lora_A.")[0]
+            adapter = a_key.split(".lora_A.")[1].split(".")[0]
+            lora_a = state_dict.pop(a_key)
+            lora_b = state_dict.pop(f"{base}.lora_B.{adapter}.weight")
+            scaling = state_dict.pop(f"{base}.lora_scaling.{adapter}").item()
+            weight = state_dict.pop(f"{base}.base_layer.weight")
+            state_dict[f"{base}.weight"] = weight + scaling * (lora_b @ lora_a)
+            bias_key = f"{base}.base_layer.bias"
+            if bias_key in state_dict:
+                state_dict[f"{base}.bias"] = state_dict.pop(bias_key)
+
+    def state_dict(self, *args, **kwargs):
+        """State dict; LoRA layers also store their scaling so a plain backbone can merge it."""
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        for name, module in self.named_modules():
+            if isinstance(module, LoraLayer):
+                for adapter, scaling in module.scaling.items():
+                    state[f"{prefix}{name}.lora_scaling.{adapter}"] = torch.tensor(scaling)
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A LoRA checkpoint loads into a backbone without LoRA by merging it on the fly:
+        # this is how a stage starts from the previous stage with LoRA merged.
+        if not self.has_lora:
+            self._merge_lora_state(state_dict, prefix)
+        # The scalings of a LoRA backbone come from its own config: not parameters.
+        for key in [k for k in state_dict if k.startswith(prefix) and ".lora_scaling." in k]:
+            state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, feats, lengths=None):
+        """Run the encoder and return every hidden state.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            Front-end features [B, T, 160].
+        lengths : torch.Tensor, optional
+            Relative lengths [B] of the feature sequences.
+
+        Returns
+        -------
+        hidden_states : torch.Tensor
+            [L + 1, B, T, D]: the feature projection output then each layer's output.
+        lengths : torch.Tensor
+            Relative lengths [B] (unchanged: no subsampling).
+        """
+        if lengths is None:
+            lengths = torch.ones(feats.shape[0], device=feats.device)
+        attention_mask = lengths_to_mask(lengths, feats.shape[1]).long()
+        no_grad = self.freeze and not self.has_lora
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not no_grad):
+            out = self.model(
+                feats, attention_mask=attention_mask, output_hidden_states=True
+            )
+        return torch.stack(out.hidden_states), lengths

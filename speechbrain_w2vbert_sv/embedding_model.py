@@ -1,0 +1,61 @@
+"""The speaker embedding model: waveform -> front end -> backbone -> head -> embedding."""
+
+import torch
+
+
+class SpeakerEmbeddingModel(torch.nn.Module):
+    """Compose a front end, a multi-layer backbone and a speaker head.
+
+    Every backbone speaks one contract, ``(features, lengths) -> ([L, B, T, D], lengths)``,
+    and every head ``([L, B, T, D], lengths) -> [B, 1, E]``, so any pair composes.
+
+    Arguments
+    ---------
+    frontend : torch.nn.Module
+        ``(wavs [B, S], wav_lens [B]) -> (features [B, T, F], lengths [B])``.
+    backbone : torch.nn.Module
+        ``(features, lengths) -> (hidden states [L, B, T, D], lengths)``.
+    head : torch.nn.Module
+        ``(hidden states, lengths) -> embeddings [B, 1, E]``.
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.frontend import W2VBertFbank
+    >>> from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
+    >>> from speechbrain_w2vbert_sv.heads import MFAHead
+    >>> model = SpeakerEmbeddingModel(
+    ...     frontend=W2VBertFbank(),
+    ...     backbone=W2VBertBackbone(config={
+    ...         "hidden_size": 32, "num_hidden_layers": 2,
+    ...         "num_attention_heads": 4, "intermediate_size": 64}),
+    ...     head=MFAHead(num_hidden_states=3, input_size=32, adapter_size=8,
+    ...                  attention_channels=4, embedding_size=16),
+    ... )
+    >>> model(torch.randn(2, 16000), torch.tensor([1.0, 0.7])).shape
+    torch.Size([2, 1, 16])
+    """
+
+    def __init__(self, frontend, backbone, head):
+        super().__init__()
+        self.frontend = frontend
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, wavs, wav_lens=None):
+        """Speaker embeddings of a padded batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Waveforms [B, S].
+        wav_lens : torch.Tensor, optional
+            Relative lengths [B] in (0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            Embeddings [B, 1, E].
+        """
+        feats, lengths = self.frontend(wavs, wav_lens)
+        hidden_states, lengths = self.backbone(feats, lengths)
+        return self.head(hidden_states, lengths)
