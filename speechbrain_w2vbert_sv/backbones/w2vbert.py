@@ -78,7 +78,8 @@ class W2VBertBackbone(torch.nn.Module):
         Hub id or local folder to load the weights from.
     config : dict or transformers.PretrainedConfig, optional
         Builds a randomly initialised model instead of loading one (used by tests and
-        when the weights come from a checkpoint). Exactly one of `source`/`config`.
+        when the weights come from a checkpoint). Exactly one of `source`/`config`; an
+        empty dict counts as not given (HyperPyYAML overrides need a dict placeholder).
     freeze : bool
         Freeze the encoder weights (LoRA adapters, if any, stay trainable).
     lora_rank : int
@@ -119,6 +120,7 @@ class W2VBertBackbone(torch.nn.Module):
         cache_dir=None,
     ):
         super().__init__()
+        config = config or None
         if (source is None) == (config is None):
             raise ValueError("W2VBertBackbone needs exactly one of `source` or `config`.")
         if source is not None:

@@ -141,3 +141,12 @@ def test_aam_loss_matches_arcface_formula():
     loss.margin = 0.0
     plain = torch.nn.functional.cross_entropy(10.0 * cosine, targets)
     assert torch.allclose(loss(cosine, targets), plain, atol=1e-5)
+
+
+def test_full_size_counts_are_w2vbert2_and_papers():
+    from speechbrain_w2vbert_sv.sizes import full_size_counts
+
+    counts = full_size_counts(lora_rank=64)
+    assert counts["encoder"] == 580_492_096  # 580.49 M
+    assert counts["lora_trainable"] == 24 * 2 * 2 * 64 * 1024  # about 6.29 M
+    assert abs(counts["head"] / 1e6 - 6.16) < 0.01
