@@ -24,6 +24,7 @@ setup(
         "hyperpyyaml>=1.2",
         "numpy",
         "soundfile",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest>=7"],
