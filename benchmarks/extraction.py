@@ -1,0 +1,124 @@
+"""Embedding extraction for a file list: length-sorted batches against the usual ways.
+
+A w2v-BERT 2.0 embedding model with the full-size layer widths (hidden 1024, 16 heads,
+FFN 4096, MFA head with 256-dim output) but only ``--layers`` layers (default 4, to
+fit the 2 shared cores), random weights, eval mode, fp32, ``torch.set_num_threads(2)``.
+Files: FSDD recordings (8 kHz, 0.14-2.28 s, resampled to 16 kHz), ``--files`` of them.
+
+Compared, interleaved after one warm-up of each, median and min-max of ``--repeats``:
+
+- ``sorted``: ``extraction.embed_files`` (length-sorted batches of at most
+  ``--batch_seconds`` padded seconds, each file padded by at most 20 %);
+- ``single``: one file at a time (``encode_batch`` per file, as SpeechBrain's
+  verification recipe embeds utterances);
+- ``fixed``: batches of ``--batch_size`` files in list order (padding to the longest).
+
+Run from the repository root::
+
+    python benchmarks/extraction.py
+
+The last line holds ``name=value`` pairs: seconds per method, speed-ups of ``sorted``
+over the others, padded/real sample ratios of the batchings, and the largest
+embedding difference between ``sorted`` and ``single``.
+"""
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from speechbrain_w2vbert_sv.audio import audio_info, load_audio  # noqa: E402
+from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone  # noqa: E402
+from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel  # noqa: E402
+from speechbrain_w2vbert_sv.extraction import embed_files, make_batches  # noqa: E402
+from speechbrain_w2vbert_sv.frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.heads import MFAHead  # noqa: E402
+
+
+def _pad(wavs):
+    lengths = torch.tensor([w.shape[0] for w in wavs], dtype=torch.float64)
+    batch = torch.zeros(len(wavs), int(lengths.max()))
+    for row, wav in enumerate(wavs):
+        batch[row, : wav.shape[0]] = wav
+    return batch, (lengths / lengths.max()).float()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--files", type=int, default=48)
+    parser.add_argument("--batch_seconds", type=float, default=30.0)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+
+    recordings = sorted((pathlib.Path(args.data) / "fsdd" / "recordings").glob("*.flac"))
+    files = [str(p) for p in recordings[:: max(1, len(recordings) // args.files)][: args.files]]
+    model = SpeakerEmbeddingModel(
+        W2VBertFbank(),
+        W2VBertBackbone(config={"num_hidden_layers": args.layers}),
+        MFAHead(num_hidden_states=args.layers + 1),
+    ).eval()
+
+    def sorted_batches():
+        return embed_files(model, files, batch_seconds=args.batch_seconds, progress=False)
+
+    def single():
+        with torch.no_grad():
+            return torch.cat([model(load_audio(f)[None]).reshape(1, -1) for f in files])
+
+    def fixed():
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(files), args.batch_size):
+                wavs, lens = _pad([load_audio(f) for f in files[start : start + args.batch_size]])
+                out.append(model(wavs, lens).reshape(len(lens), -1))
+        return torch.cat(out)
+
+    methods = {"sorted": sorted_batches, "single": single, "fixed": fixed}
+    results = {name: fn() for name, fn in methods.items()}  # warm-up
+    max_diff = float((results["sorted"] - results["single"]).abs().max())
+    times = {name: [] for name in methods}
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+
+    samples = [int(round(audio_info(f).duration * 16000)) for f in files]
+    real = sum(samples)
+    sorted_padded = sum(
+        len(b) * max(samples[i] for i in b)
+        for b in make_batches(samples, args.batch_seconds, 64)
+    )
+    fixed_padded = sum(
+        len(chunk) * max(chunk)
+        for chunk in (samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size))
+    )
+    print(f"{len(files)} FSDD files, {real / 16000:.1f} s of audio, {args.layers} full-width layers")
+    for name, values in times.items():
+        print(
+            f"{name:>7}: median {statistics.median(values):.2f} s "
+            f"(min {min(values):.2f}, max {max(values):.2f})"
+        )
+    med = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"sorted_s={med['sorted']:.3f} single_s={med['single']:.3f} fixed_s={med['fixed']:.3f} "
+        f"speedup_vs_single={med['single'] / med['sorted']:.2f} "
+        f"speedup_vs_fixed={med['fixed'] / med['sorted']:.2f} "
+        f"padding_sorted={sorted_padded / real:.3f} padding_fixed={fixed_padded / real:.3f} "
+        f"max_diff={max_diff:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

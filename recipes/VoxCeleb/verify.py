@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Speaker verification of a trial list with a trained or exported model.
+
+Whole-utterance embeddings of every file (each once), cosine scoring, optional
+mean-embedding subtraction, adaptive s-norm and QMF calibration; writes the scores,
+a results table (EER, minDCF at p_target 0.01 and 0.05) and DET/histogram plots.
+Every file is checked before any embedding work: a missing or unreadable file stops
+the run with the first offending lines of the trial list.
+
+Usage::
+
+    python recipes/VoxCeleb/verify.py recipes/VoxCeleb/hparams/verification.yaml \\
+        --model=<exported folder | training output folder> \\
+        --trials=<trial list> --data_folder=<root of its paths> [--device=cuda:0]
+
+Authors
+ * speechbrain-w2vbert-sv contributors
+"""
+
+import pathlib
+import sys
+
+try:
+    import speechbrain_w2vbert_sv  # noqa: F401
+except ImportError:  # run from a source checkout without installation
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain_w2vbert_sv.verification import verify_trial_list
+
+
+def main(argv=None):
+    """Runs the verification; returns ``{system: metrics}`` (see verify_trial_list)."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    # The model is loaded once every file has been checked.
+    return verify_trial_list(
+        hparams["model"],
+        hparams["trials"],
+        hparams["data_folder"],
+        hparams["output_folder"],
+        name=hparams["name"],
+        mean_list=hparams["mean_list"],
+        cohort_list=hparams["cohort_list"],
+        cohort_data_folder=hparams["cohort_data_folder"],
+        cohort_per_speaker=hparams["cohort_per_speaker"],
+        cohort_top_n=hparams["cohort_top_n"],
+        calibration_trials=hparams["calibration_trials"],
+        calibration_data_folder=hparams["calibration_data_folder"],
+        check_samples=hparams["check_samples"],
+        make_plots=hparams["plots"],
+        save_embeddings=hparams["save_embeddings"],
+        batch_seconds=hparams["batch_seconds"],
+        max_batch_size=hparams["max_batch_size"],
+        max_padding=hparams["max_padding"],
+        num_workers=hparams["num_workers"],
+        run_opts=run_opts,
+        memory_efficient_attention=hparams["memory_efficient_attention"],
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as error:
+        # Bad input (files, trial lists, model folders): the message says it all.
+        sys.exit(f"verify.py: error: {error}")

@@ -1,0 +1,256 @@
+"""Command line: ``w2vbert-sv <command>`` (or ``python -m speechbrain_w2vbert_sv.cli``).
+
+Commands:
+
+- ``embed``: embeddings of audio files (given, or listed in a text/CSV file) into a
+  ``.pt`` (``{"ids", "paths", "embeddings"}``) or ``.npz`` (``ids``, ``embeddings``).
+- ``verify``: score and decision for two audio files.
+- ``score``: a whole trial list: scores, EER/minDCF table, plots (optionally with
+  mean subtraction, adaptive s-norm and QMF calibration).
+- ``export``: a training run to a folder that ``from_hparams`` loads offline.
+- ``onnx``: the backbone and head of a model to ONNX (fbank features in).
+
+``--model`` takes an exported folder or a training output/checkpoint folder.
+
+Example
+-------
+>>> main(["verify", "--help"])
+Traceback (most recent call last):
+...
+SystemExit: 0
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+# torch, speechbrain and the model code are imported inside the commands, so that
+# `--help` and argument errors answer at once.
+
+
+def _add_model_options(parser):
+    parser.add_argument(
+        "--model", required=True,
+        help="exported model folder, training output folder or checkpoint folder",
+    )
+    parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: best available)")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+        help="autocast precision of the model (bf16 on GPUs that support it)",
+    )
+
+
+def _add_batch_options(parser):
+    parser.add_argument("--batch_seconds", type=float, default=200.0,
+                        help="padded audio per batch, in seconds")
+    parser.add_argument("--max_batch_size", type=int, default=64)
+    parser.add_argument("--max_padding", type=float, default=0.2,
+                        help="largest padded fraction of a batch's longest file")
+    parser.add_argument("--num_workers", type=int, default=0,
+                        help="processes reading audio")
+    parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--no_memory_efficient_attention", action="store_true",
+        help="use HF's attention (needs O(T^2 x head size) memory per layer)",
+    )
+
+
+def _run_opts(args):
+    run_opts = {"precision": args.precision}
+    if args.device is not None:
+        run_opts["device"] = args.device
+    return run_opts
+
+
+def _load(args, memory_efficient=False):
+    from speechbrain_w2vbert_sv.inference import load_model
+
+    model = load_model(args.model, run_opts=_run_opts(args))
+    if memory_efficient:
+        from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+
+        enable_memory_efficient_attention(model.mods.embedding_model)
+    return model
+
+
+def _batch_kwargs(args):
+    return {
+        "batch_seconds": args.batch_seconds,
+        "max_batch_size": args.max_batch_size,
+        "max_padding": args.max_padding,
+        "num_workers": args.num_workers,
+        "progress": not args.no_progress,
+    }
+
+
+def embed(args):
+    """``embed``: writes the embeddings of files to a .pt or .npz file."""
+    from speechbrain_w2vbert_sv.data.corpus import read_file_list
+    from speechbrain_w2vbert_sv.verification import check_files
+
+    if not args.output.endswith((".pt", ".npz")):
+        raise ValueError(f"--output must end in .pt or .npz, got {args.output}")
+    ids = []
+    for item in args.inputs:
+        is_list = item.endswith((".txt", ".csv", ".lst"))
+        ids.extend(read_file_list(item) if is_list else [item])
+    ids = list(dict.fromkeys(ids))
+    paths = [os.path.join(args.data_folder or "", i) for i in ids]
+    durations = check_files(file_lists=[("inputs", paths)], num_workers=args.num_workers)
+    model = _load(args, not args.no_memory_efficient_attention)
+    embeddings = model.encode_files(paths, durations=durations, **_batch_kwargs(args))
+    if args.output.endswith(".npz"):
+        import numpy as np
+
+        np.savez(args.output, ids=np.array(ids), embeddings=embeddings.numpy())
+    else:
+        import torch
+
+        torch.save({"ids": ids, "paths": paths, "embeddings": embeddings}, args.output)
+    print(f"{len(ids)} embeddings of size {embeddings.shape[1]} written to {args.output}")
+
+
+def verify(args):
+    """``verify``: prints the cosine score and decision of two files."""
+    model = _load(args)
+    score, decision = model.verify_files(args.file1, args.file2, threshold=args.threshold)
+    threshold = model.hparams.threshold if args.threshold is None else args.threshold
+    verdict = "same speaker" if bool(decision) else "different speakers"
+    print(f"score={float(score):.4f} threshold={threshold:.4f} decision={verdict}")
+
+
+def score(args):
+    """``score``: scores a trial list and prints the results table."""
+    from speechbrain_w2vbert_sv.scoring import format_results_table
+    from speechbrain_w2vbert_sv.verification import verify_trial_list
+
+    results = verify_trial_list(
+        args.model,
+        args.trials,
+        args.data_folder,
+        args.output_folder,
+        mean_list=args.mean_list,
+        cohort_list=args.cohort_list,
+        cohort_per_speaker=args.cohort_per_speaker,
+        cohort_top_n=args.cohort_top_n,
+        calibration_trials=args.calibration_trials,
+        make_plots=not args.no_plots,
+        run_opts=_run_opts(args),
+        memory_efficient_attention=not args.no_memory_efficient_attention,
+        **_batch_kwargs(args),
+    )
+    print(format_results_table(results))
+    print(f"scores, results.md, results.json and plots in {args.output_folder}")
+
+
+def _override(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def export(args):
+    """``export``: writes an exported model folder from a training run."""
+    from speechbrain_w2vbert_sv.inference import export_model
+
+    out = export_model(
+        args.run,
+        args.output,
+        hparams_file=args.hparams,
+        overrides=dict(args.override),
+        threshold=args.threshold,
+        check=not args.no_check,
+    )
+    print(f"exported {args.run} to {out}")
+
+
+def onnx(args):
+    """``onnx``: exports the backbone and head of a model to an ONNX file."""
+    from speechbrain_w2vbert_sv.onnx_export import export_onnx
+
+    model = _load(args)
+    export_onnx(model.mods.embedding_model, args.output)
+    print(
+        f"wrote {args.output}: (feats [B, T, F], feat_lens [B]) -> embeddings [B, E]; "
+        "features from speechbrain_w2vbert_sv.frontend.W2VBertFbank"
+    )
+
+
+def build_parser():
+    """The argument parser of ``w2vbert-sv`` and its commands."""
+    parser = argparse.ArgumentParser(
+        prog="w2vbert-sv", description="Speaker verification with w2v-BERT 2.0 models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("embed", help="embed audio files into a .pt or .npz file")
+    p.add_argument("inputs", nargs="+",
+                   help="audio files, or lists of them (.txt one per line, .csv wav/file column)")
+    p.add_argument("--output", required=True, help="embeddings file (.pt or .npz)")
+    p.add_argument("--data_folder", default=None, help="root of relative paths")
+    _add_model_options(p)
+    _add_batch_options(p)
+    p.set_defaults(func=embed)
+
+    p = commands.add_parser("verify", help="score two audio files")
+    p.add_argument("file1")
+    p.add_argument("file2")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on the cosine score (default: the model's)")
+    _add_model_options(p)
+    p.set_defaults(func=verify)
+
+    p = commands.add_parser("score", help="score a trial list: EER, minDCF, plots")
+    p.add_argument("--trials", required=True, help="trial list: 'label enroll test' per line")
+    p.add_argument("--data_folder", required=True, help="root of the trial list's paths")
+    p.add_argument("--output_folder", required=True)
+    p.add_argument("--mean_list", default=None, help="files whose mean embedding is subtracted")
+    p.add_argument("--cohort_list", default=None, help="adaptive s-norm cohort files")
+    p.add_argument("--cohort_per_speaker", action="store_true",
+                   help="one cohort entry per spk_id of a CSV cohort list")
+    p.add_argument("--cohort_top_n", type=int, default=300)
+    p.add_argument("--calibration_trials", default=None,
+                   help="trial list on which QMF calibration is fitted")
+    p.add_argument("--no_plots", action="store_true")
+    _add_model_options(p)
+    _add_batch_options(p)
+    p.set_defaults(func=score)
+
+    p = commands.add_parser("export", help="export a training run for from_hparams")
+    p.add_argument("--run", required=True, help="training output folder or checkpoint folder")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--hparams", default=None,
+                   help="training yaml (default: the run's hyperparams.yaml)")
+    p.add_argument("--override", type=_override, action="append", default=[],
+                   metavar="KEY=VALUE", help="override of the training yaml (repeatable)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold to store (e.g. the EER threshold of score)")
+    p.add_argument("--no_check", action="store_true",
+                   help="skip reloading the export and comparing its embeddings")
+    p.set_defaults(func=export)
+
+    p = commands.add_parser("onnx", help="export backbone + head to ONNX (features in)")
+    p.add_argument("--output", required=True, help="ONNX file to write")
+    _add_model_options(p)
+    p.set_defaults(func=onnx)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``w2vbert-sv``; bad input exits with a one-line error."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except ValueError as error:
+        sys.exit(f"w2vbert-sv {args.command}: error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Verification of a whole trial list: file checks, embeddings, scoring, result files.
+
+``verify_trial_list`` checks every file the run needs (trial lists, cohort, mean
+list) before embedding anything, embeds each distinct file once (whole utterances),
+then scores the trials by cosine, optionally after mean-embedding subtraction, with
+adaptive s-norm and with QMF calibration fitted on a calibration trial list. It
+writes the scores of each system, a results table (EER, minDCF at p_target 0.01 and
+0.05), ``results.json`` and PNG plots (DET curves, score histograms).
+"""
+
+import csv
+import gzip
+import json
+import logging
+import os
+import pathlib
+
+import numpy as np
+import torch
+
+from speechbrain_w2vbert_sv import plots, scoring
+from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.data.corpus import (
+    DEFAULT_MIN_DURATION,
+    check_audio_files,
+    read_file_list,
+)
+from speechbrain_w2vbert_sv.inference import load_model
+from speechbrain_w2vbert_sv.metrics import compute_act_dcf, compute_cllr, det_curve
+
+logger = logging.getLogger(__name__)
+
+# How many offending lines or files an error message lists.
+MAX_REPORTED = 10
+
+
+def _trial_lines(path):
+    """(line number, fields) of the non-blank lines of a (possibly gzip) trial list."""
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.split():
+                yield number, line.split()
+
+
+def _problem_report(name, lines):
+    """``name:`` then the first MAX_REPORTED lines, indented ("..." if cut)."""
+    shown = [f"  {line}" for line in lines[:MAX_REPORTED]]
+    if len(lines) > MAX_REPORTED:
+        shown.append("  ...")
+    return "\n".join([f"{name}:"] + shown)
+
+
+def check_files(trial_lists=(), file_lists=(), min_duration=DEFAULT_MIN_DURATION,
+                read_samples=False, num_workers=0):
+    """Checks every audio file a verification run needs, before any embedding work.
+
+    Arguments
+    ---------
+    trial_lists : sequence of (str, Trials, str)
+        ``(trial list file, its Trials, data folder of its paths)``.
+    file_lists : sequence of (str, list of str)
+        ``(list name, absolute paths)`` of other files (cohort, mean list).
+    min_duration : float
+        Shortest usable duration in seconds (the front end needs 35 ms).
+    read_samples : bool
+        Decode every file (finds damaged audio data, slower) rather than reading
+        the headers only.
+    num_workers : int
+        Processes for the check.
+
+    Returns
+    -------
+    dict
+        Absolute path -> duration in seconds of every file.
+
+    Raises
+    ------
+    ValueError
+        Naming, for each list with unusable files, the first offending lines (line
+        number, path and problem) or files.
+
+    Example
+    -------
+    >>> check_files(file_lists=[("cohort", ["/nowhere/c.wav"])])
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 audio file(s) cannot be used ...
+    cohort:
+      /nowhere/c.wav: missing file
+    """
+    paths = [
+        os.path.join(root, utt) for _, trials, root in trial_lists for utt in trials.utterances
+    ]
+    for _, files in file_lists:
+        paths.extend(files)
+    infos, problems = check_audio_files(paths, min_duration, read_samples, num_workers)
+    if problems:
+        reports = []
+        for list_file, trials, root in trial_lists:
+            bad = {u for u in trials.utterances if os.path.join(root, u) in problems}
+            if not bad:
+                continue
+            lines = []
+            for number, fields in _trial_lines(list_file):
+                for utt in fields[1:]:
+                    if utt in bad:
+                        path = os.path.join(root, utt)
+                        lines.append(f"line {number}: {utt}: {problems[path]} ({path})")
+                        break
+                if len(lines) > MAX_REPORTED:
+                    break
+            reports.append(_problem_report(f"{list_file} ({len(bad)} file(s))", lines))
+        for name, files in file_lists:
+            lines = [f"{p}: {problems[p]}" for p in dict.fromkeys(files) if p in problems]
+            if lines:
+                reports.append(_problem_report(name, lines))
+        raise ValueError(
+            f"{len(problems)} audio file(s) cannot be used (checked before embedding "
+            "anything):\n" + "\n".join(reports)
+        )
+    return {path: info.duration for path, info in infos.items()}
+
+
+def read_cohort(file_list, root, per_speaker=False):
+    """Paths of a cohort list, and each file's speaker when speakers are averaged.
+
+    Arguments
+    ---------
+    file_list : str or os.PathLike
+        Text file (one path per line) or CSV (``wav`` or ``file`` column, and a
+        ``spk_id`` column for ``per_speaker``).
+    root : str
+        Folder of relative paths.
+    per_speaker : bool
+        Read the speakers (one cohort entry per speaker: its mean embedding).
+
+    Returns
+    -------
+    paths : list of str
+        Absolute paths.
+    speakers : list of str or None
+        Speaker of each path, None unless ``per_speaker``.
+    """
+    paths = [os.path.join(root, p) for p in read_file_list(file_list)]
+    if not per_speaker:
+        return paths, None
+    if not os.fspath(file_list).endswith(".csv"):
+        raise ValueError(f"cohort_per_speaker needs a CSV with a spk_id column: {file_list}")
+    with open(file_list, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if "spk_id" not in (reader.fieldnames or ()):
+            raise ValueError(f"{file_list}: no spk_id column (columns: {reader.fieldnames})")
+        speakers = [row["spk_id"] for row in reader]
+    return paths, speakers
+
+
+def _speaker_means(matrix, speakers):
+    """One row per speaker: the mean of its rows (in order of first appearance)."""
+    index = {s: i for i, s in enumerate(dict.fromkeys(speakers))}
+    rows = torch.as_tensor([index[s] for s in speakers])
+    sums = torch.zeros(len(index), matrix.shape[1]).index_add_(0, rows, matrix)
+    return sums / torch.bincount(rows, minlength=len(index))[:, None]
+
+
+def _eer_threshold(scores, labels):
+    """Threshold where the miss and false-alarm rates are closest."""
+    curve = det_curve(scores, labels)
+    index = int(np.argmin(np.abs(curve.p_miss - curve.p_fa)))
+    return float(min(curve.thresholds[index], np.max(scores)))
+
+
+def _score_list(trials, matrix, mean, cohort, top_n, durations):
+    """Scores of one trial list per system, and the QMF quality measures.
+
+    ``matrix`` and ``durations`` have one row/value per ``trials.utterances``.
+    """
+    ids = trials.utterances
+    systems = {"cosine": scoring.cosine_scores(trials, matrix, ids=ids, mean=mean)}
+    cohort_mean = None
+    if cohort is not None:
+        snormed, (cohort_mean, _) = scoring.adaptive_snorm(
+            systems["cosine"], trials, matrix, cohort, ids=ids, mean=mean, top_n=top_n,
+            return_statistics=True,
+        )
+        systems["asnorm"] = snormed
+    qualities = scoring.quality_measures(
+        trials, matrix, ids=ids, durations=durations, cohort_mean=cohort_mean
+    )
+    return systems, qualities
+
+
+def verify_trial_list(
+    model,
+    trials,
+    data_folder,
+    output_folder,
+    name=None,
+    mean_list=None,
+    cohort_list=None,
+    cohort_data_folder=None,
+    cohort_per_speaker=False,
+    cohort_top_n=300,
+    calibration_trials=None,
+    calibration_data_folder=None,
+    check_samples=False,
+    make_plots=True,
+    save_embeddings=False,
+    progress=True,
+    run_opts=None,
+    memory_efficient_attention=False,
+    **embed_options,
+):
+    """Verifies a VoxCeleb-format trial list end to end and writes the results.
+
+    Arguments
+    ---------
+    model : W2VBertSpeakerRecognition or str or os.PathLike
+        The model, or a folder to load it from (exported, training output or
+        checkpoint folder; see ``speechbrain_w2vbert_sv.inference.load_model``),
+        loaded once the files are checked.
+    trials : str or os.PathLike
+        Trial list, ``label enroll test`` per line (gzip too).
+    data_folder : str or os.PathLike
+        Folder the trial list's paths are relative to.
+    output_folder : str or os.PathLike
+        Where scores, tables and plots go.
+    name : str, optional
+        Name of the list in tables (default: the trial list's file name).
+    mean_list : str, optional
+        Files whose mean embedding is subtracted before every cosine.
+    cohort_list : str, optional
+        Cohort files of adaptive s-norm (speakers disjoint from the trials).
+    cohort_data_folder : str, optional
+        Folder of relative paths in ``mean_list``/``cohort_list`` (default:
+        ``data_folder``).
+    cohort_per_speaker : bool
+        One cohort entry per speaker (mean embedding; needs a CSV with ``spk_id``).
+    cohort_top_n : int
+        Cohort scores kept per utterance.
+    calibration_trials : str, optional
+        Trial list (labels known, speakers disjoint from ``trials``) on which QMF
+        calibration is fitted; it is then applied to ``trials``.
+    calibration_data_folder : str, optional
+        Folder of its paths (default: ``data_folder``).
+    check_samples : bool
+        Decode every file in the check (otherwise headers only).
+    make_plots : bool
+        Write DET and histogram PNGs.
+    save_embeddings : bool
+        Also save ``embeddings.pt`` (``{"paths": [...], "embeddings": [N, E]}``).
+    progress : bool
+        Show progress bars.
+    run_opts : dict, optional
+        Run options (``device``, ``precision``) of a model loaded from a folder.
+    memory_efficient_attention : bool
+        Compute relative-key attention in query chunks (long utterances fit in
+        memory; the same numbers up to float rounding).
+    **embed_options
+        Options of ``embed_files`` (``batch_seconds``, ``max_batch_size``,
+        ``num_workers``, ``precision``).
+
+    Returns
+    -------
+    dict
+        System name -> metrics (``eer``, ``min_dcf@0.01``, ``min_dcf@0.05``, ...).
+    """
+    output_folder = pathlib.Path(output_folder)
+    name = name or pathlib.Path(trials).name
+    aux_root = os.fspath(cohort_data_folder or data_folder)
+    lists = [(os.fspath(trials), scoring.read_trials(trials), os.fspath(data_folder))]
+    if calibration_trials:
+        calibration_root = os.fspath(calibration_data_folder or data_folder)
+        lists.append(
+            (
+                os.fspath(calibration_trials),
+                scoring.read_trials(calibration_trials),
+                calibration_root,
+            )
+        )
+    file_lists = []
+    if mean_list:
+        file_lists.append((f"mean list {mean_list}", read_cohort(mean_list, aux_root)[0]))
+    speakers = None
+    if cohort_list:
+        cohort_paths, speakers = read_cohort(cohort_list, aux_root, cohort_per_speaker)
+        file_lists.append((f"cohort list {cohort_list}", cohort_paths))
+    workers = embed_options.get("num_workers", 0)
+    durations = check_files(lists, file_lists, read_samples=check_samples, num_workers=workers)
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, run_opts=run_opts)
+    if memory_efficient_attention:
+        enable_memory_efficient_attention(model.mods.embedding_model)
+    paths = list(durations)
+    embeddings = model.encode_files(
+        paths, durations=durations, progress=progress, **embed_options
+    )
+    row = {p: i for i, p in enumerate(paths)}
+
+    def rows(files):
+        return embeddings[torch.as_tensor([row[p] for p in files])]
+
+    output_folder.mkdir(parents=True, exist_ok=True)
+    if save_embeddings:
+        torch.save({"paths": paths, "embeddings": embeddings}, output_folder / "embeddings.pt")
+    mean = scoring.mean_embedding(rows(file_lists[0][1])) if mean_list else None
+    cohort = None
+    if cohort_list:
+        cohort = rows(cohort_paths)
+        if speakers is not None:
+            cohort = _speaker_means(cohort, speakers)
+
+    scored = []
+    for _, list_trials, root in lists:
+        files = [os.path.join(root, u) for u in list_trials.utterances]
+        seconds = [durations[p] for p in files]
+        scored.append(
+            (list_trials, *_score_list(list_trials, rows(files), mean, cohort, cohort_top_n, seconds))
+        )
+    test_trials, systems, qualities = scored[0]
+    if calibration_trials:
+        calib_trials, calib_systems, calib_qualities = scored[1]
+        last = list(systems)[-1]
+        calibrator = scoring.QMFCalibrator(num_features=1 + 2 * len(qualities))
+        calibrator.fit(
+            scoring.qmf_features(calib_systems[last], calib_trials, calib_qualities),
+            calib_trials.labels,
+        )
+        systems["qmf"] = calibrator(scoring.qmf_features(systems[last], test_trials, qualities))
+
+    labels = test_trials.labels
+    results, details = {}, {}
+    for system, scores in systems.items():
+        scores = scores.double().numpy()
+        scoring.write_scores(output_folder / f"scores_{system}.txt", test_trials, scores)
+        results[f"{name} {system}"] = scoring.evaluate(scores, labels)
+        details[system] = dict(results[f"{name} {system}"], eer_threshold=_eer_threshold(scores, labels))
+        if system == "qmf":
+            details[system]["act_dcf@0.01"] = compute_act_dcf(scores, labels, 0.01)
+            details[system]["cllr"] = compute_cllr(scores, labels)
+        if make_plots:
+            plots.plot_score_histogram(
+                output_folder / f"hist_{system}.png", scores, labels, title=f"{name} {system}"
+            )
+    table = scoring.write_results_table(output_folder / "results.md", results)
+    if make_plots:
+        plots.plot_det(
+            output_folder / "det.png",
+            {s: (v.double().numpy(), labels) for s, v in systems.items()},
+            title=name,
+        )
+    with open(output_folder / "results.json", "w", encoding="utf-8") as f:
+        json.dump({"trials": os.fspath(trials), "systems": details}, f, indent=2)
+    logger.info("Results of %s:\n%s", name, table)
+    logger.info(
+        "Cosine threshold at the EER: %.4f (a decision threshold for the exported model)",
+        details["cosine"]["eer_threshold"],
+    )
+    return results

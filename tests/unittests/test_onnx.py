@@ -1,0 +1,52 @@
+"""ONNX export of a tiny embedding model: parity with PyTorch under onnxruntime."""
+
+import pytest
+import torch
+
+from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
+from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.extraction import embed_files
+from speechbrain_w2vbert_sv.frontend import W2VBertFbank
+from speechbrain_w2vbert_sv.heads import MFAHead
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
+pytest.importorskip("onnxscript", reason="onnxscript not installed (torch's ONNX exporter needs it)")
+
+from speechbrain_w2vbert_sv.onnx_export import ONNXEmbeddingModel, export_onnx  # noqa: E402
+
+
+def test_onnx_matches_pytorch_for_any_batch_and_length(tmp_path):
+    torch.manual_seed(0)
+    model = SpeakerEmbeddingModel(
+        frontend=W2VBertFbank(),
+        backbone=W2VBertBackbone(config={
+            "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "left_max_position_embeddings": 8,
+            "right_max_position_embeddings": 4,
+        }),
+        head=MFAHead(num_hidden_states=3, input_size=32, adapter_size=8,
+                     attention_channels=4, embedding_size=16),
+    ).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        model.head.pooling.attention[2].running_mean.normal_()
+    path = export_onnx(model, tmp_path / "model.onnx")
+    assert all(p.requires_grad for p in model.parameters())  # restored after the export
+    runner = ONNXEmbeddingModel(path, W2VBertFbank())
+    gen = torch.Generator().manual_seed(1)
+    # Shapes other than the traced one (batch 2, 1 s), padding included.
+    for batch, samples, lens in [(1, 40000, [1.0]), (4, 9000, [1.0, 0.5, 0.75, 0.3])]:
+        wavs = 0.1 * torch.randn(batch, samples, generator=gen)
+        lens = torch.tensor(lens)
+        with torch.no_grad():
+            expected = model(wavs, lens)
+        got = runner(wavs, lens)
+        assert got.shape == expected.shape == (batch, 1, 16)
+        assert (got - expected).abs().max() < 1e-5
+
+    # The runner is a drop-in embedding model for file extraction.
+    import soundfile
+
+    soundfile.write(tmp_path / "a.wav", 0.1 * torch.randn(12000, generator=gen).numpy(), 16000)
+    files = [tmp_path / "a.wav"]
+    ours = embed_files(runner, files, progress=False)
+    assert (ours - embed_files(model, files, progress=False)).abs().max() < 1e-5
