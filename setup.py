@@ -11,8 +11,12 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["speechbrain_w2vbert_sv", "speechbrain_w2vbert_sv.*"]),
-    package_data={"speechbrain_w2vbert_sv": ["hparams/*.yaml"]},
+    packages=find_packages(include=["speechbrain_w2vbert_sv", "speechbrain_w2vbert_sv.*"])
+    + ["speechbrain_w2vbert_sv.hparams"],
+    # The repository's hparams/ (model definitions, inference template) ships inside the
+    # package, so exports work from a non-editable install too.
+    package_dir={"speechbrain_w2vbert_sv.hparams": "hparams"},
+    package_data={"speechbrain_w2vbert_sv.hparams": ["*.yaml"]},
     python_requires=">=3.9",
     # torchaudio 2.11 is built against torch 2.14.1; speechbrain imports it at import time.
     install_requires=[
@@ -28,7 +32,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
-        "onnx": ["onnx", "onnxruntime"],
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["w2vbert-sv = speechbrain_w2vbert_sv.cli:main"]},
 )

@@ -46,7 +46,11 @@ from speechbrain_w2vbert_sv.extraction import autocast_context, embed_files
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = pathlib.Path(__file__).resolve().parents[1] / "hparams" / "inference.yaml"
+# hparams/ sits beside the package in the repository and inside it once installed.
+_HPARAMS = pathlib.Path(__file__).resolve().parent / "hparams"
+if not _HPARAMS.is_dir():
+    _HPARAMS = pathlib.Path(__file__).resolve().parents[1] / "hparams"
+TEMPLATE = _HPARAMS / "inference.yaml"
 HPARAMS_FILE = "hyperparams.yaml"
 WEIGHTS_FILE = "embedding_model.ckpt"
 

@@ -11,8 +11,10 @@ import logging
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
-from transformers import AutoConfig, AutoModel, Wav2Vec2BertConfig, Wav2Vec2BertModel
+from transformers import AutoConfig, AutoModel, Wav2Vec2BertConfig
 
+# Registers the pruned model with AutoConfig/AutoModel, so pruned folders and configs load.
+import speechbrain_w2vbert_sv.pruning  # noqa: F401
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,8 @@ def build_w2vbert_config(config):
     Arguments
     ---------
     config : dict or transformers.PretrainedConfig
-        Keyword arguments of `Wav2Vec2BertConfig`, or a config object.
+        Keyword arguments of `Wav2Vec2BertConfig` (or, with a ``model_type`` key, of the
+        config class registered for it, e.g. a pruned model's), or a config object.
 
     Returns
     -------
@@ -41,7 +44,9 @@ def build_w2vbert_config(config):
     0.0
     """
     if isinstance(config, dict):
-        config = Wav2Vec2BertConfig(**config)
+        config = dict(config)
+        model_type = config.pop("model_type", Wav2Vec2BertConfig.model_type)
+        config = AutoConfig.for_model(model_type, **config)
     else:
         config = copy.deepcopy(config)
     for key, value in _SV_OVERRIDES.items():
@@ -126,7 +131,7 @@ class W2VBertBackbone(torch.nn.Module):
         if source is not None:
             self.model = load_w2vbert(source, cache_dir=cache_dir)
         else:
-            self.model = Wav2Vec2BertModel(build_w2vbert_config(config))
+            self.model = AutoModel.from_config(build_w2vbert_config(config))
         # Never used with masking off, and unused parameters break DDP.
         if hasattr(self.model, "masked_spec_embed"):
             del self.model.masked_spec_embed
