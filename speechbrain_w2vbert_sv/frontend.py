@@ -341,7 +341,7 @@ class W2VBertFbank(torch.nn.Module):
         ---------
         wavs : torch.Tensor
             ``[batch, samples]`` floating-point waveforms in [-1, 1], finite
-            (a frame's FFT buffer reads ``n_fft`` samples).
+            everywhere (a frame's FFT buffer reads past its window).
 
         Returns
         -------
@@ -355,14 +355,20 @@ class W2VBertFbank(torch.nn.Module):
         dtype = self._spectrum_dtype(wavs.device)
         out_dtype = torch.float64 if wavs.dtype == torch.float64 else torch.float32
         window, mel_filters = self._constants(wavs.device, dtype, out_dtype)
-        x = wavs.to(dtype)
-        dc = x.unfold(1, win, hop).mean(dim=-1)  # [batch, frames]
+        # The waveform in the spectrum dtype, zero-padded so that every frame's
+        # FFT buffer lies inside it (one copy, no separate padding pass).
+        length = max(samples, (frames - 1) * hop + self.n_fft + 1)
+        x = wavs.new_empty(batch, length, dtype=dtype)
+        x[:, :samples] = wavs
+        x[:, samples:] = 0.0
+        dc = x[:, :samples].unfold(1, win, hop).mean(dim=-1)  # [batch, frames]
 
         # Pre-emphasis y[i] = d[i] - a*d[i-1] of the DC-removed frame d = x - dc
         # equals (x[i] - a*x[i-1]) - (1-a)*dc for i >= 1, so it runs once on the
-        # waveform; Kaldi's y[0] = (1-a)*d[0] meets a zero window sample.
-        end_pad = max(0, (frames - 1) * hop + self.n_fft - samples)
-        emph = torch.nn.functional.pad(torch.add(x[:, 1:], x[:, :-1], alpha=-a), (1, end_pad))
+        # waveform; Kaldi's y[0] = (1-a)*d[0] meets a zero window sample. The FFT
+        # buffer holds y[1:] then y[0]: a circular shift, which leaves the power
+        # spectrum unchanged (the window is rolled to match).
+        emph = torch.add(x[:, 1:], x[:, :-1], alpha=-a)
         framed = emph.unfold(1, self.n_fft, hop)  # [batch, >= frames, n_fft]
         dc = dc.mul_(1.0 - a)[..., None]
 
@@ -387,7 +393,7 @@ class W2VBertFbank(torch.nn.Module):
         key = (device, dtype, out_dtype)
         if key not in self._cache:
             self._cache[key] = (
-                self.window.to(dtype).to(device),
+                self.window.roll(-1).to(dtype).to(device),
                 self.mel_filters.to(out_dtype).to(device),
             )
         return self._cache[key]
@@ -427,25 +433,22 @@ class W2VBertFbank(torch.nn.Module):
         num_out = torch.div(num_frames, self.stride, rounding_mode="floor")
         full = bool((num_frames == frames).all())
 
-        if full and self.normalize:
-            var, mean = torch.var_mean(mel, dim=1, correction=1, keepdim=True)
-            feats = (mel - mean) * torch.rsqrt(var + 1e-7)
-        elif not full:
+        if not full:
             # Frames of the padding are left out of the statistics, and zeroed
             # with the incomplete last group of frames.
             time_idx = torch.arange(frames, device=mel.device)
             valid = (time_idx < num_frames[:, None])[..., None]
-            keep = (time_idx < num_out[:, None] * self.stride)[..., None]
-            feats = torch.where(valid, mel, 0.0)
-            if self.normalize:
-                count = num_frames.to(mel.dtype)[:, None, None]
-                mean = feats.sum(dim=1, keepdim=True) / count
-                centred = (feats - mean) * valid
-                var = centred.square().sum(dim=1, keepdim=True) / (count - 1)
-                feats = centred * torch.rsqrt(var + 1e-7)
-            feats = feats * keep
-        else:
-            feats = mel
+            mel = torch.where(valid, mel, 0.0)
+        feats = mel
+        if self.normalize:
+            count = num_frames.to(mel.dtype)[:, None, None]
+            centred = mel - mel.sum(dim=1, keepdim=True) / count
+            if not full:
+                centred = centred * valid
+            var = centred.square().sum(dim=1, keepdim=True) / (count - 1)
+            feats = centred * torch.rsqrt(var + 1e-7)
+        if not full:
+            feats = feats * (time_idx < num_out[:, None] * self.stride)[..., None]
 
         feats = feats[:, : out_frames * self.stride].reshape(
             batch, out_frames, self.stride * self.num_mel_bins
