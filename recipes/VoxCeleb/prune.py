@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Recipe: prune a trained w2v-BERT speaker model by knowledge distillation.
+
+1. The student (a copy of the teacher's encoder with hard-concrete gates) learns to
+   reproduce every hidden state of the frozen teacher while a Lagrangian term drives
+   its expected sparsity to ``target_sparsity`` (ramped over ``warmup_steps``).
+2. The gates are materialised: ``<output_folder>/pruned/``.
+3. The pruned encoder is distilled again, without the sparsity term:
+   ``<output_folder>/distilled/``.
+
+Each output folder holds ``encoder/`` (``save_pretrained``) and ``save/``: a training
+checkpoint (pruned backbone + the teacher's head and classifier) that
+``train.py --w2vbert_source=<folder>/encoder --init_from=<folder>`` fine-tunes (see
+``hparams/prune.yaml``). To run it::
+
+    python recipes/VoxCeleb/prune.py recipes/VoxCeleb/hparams/prune.yaml \\
+        --teacher=results/w2vbert_stage3/1986 --data_folder=/data/vox2_dev_wav
+
+A killed run resumes where it stopped (each phase has its checkpoints).
+"""
+
+import copy
+import logging
+import pathlib
+import shutil
+import sys
+
+try:
+    import speechbrain_w2vbert_sv  # noqa: F401
+except ImportError:  # run from a source checkout without installation
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
+from speechbrain_w2vbert_sv.brain import (
+    AtomicCheckpointer,
+    init_from_checkpoint,
+    run_save_folder,
+)
+from speechbrain_w2vbert_sv.data.pipeline import make_train_dataset
+from speechbrain_w2vbert_sv.distillation_pruning import PruningDistillationBrain
+from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.pruning import count_encoder_macs
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from train import LABEL_ENCODER, prepare_data  # noqa: E402  (the same data preparation)
+
+logger = logging.getLogger(__name__)
+
+
+def encoder_size(model):
+    """Parameters and MACs (1 s of speech) of an encoder, as a dict."""
+    params = sum(p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed")
+    return {"params": params, "GMACs_1s": count_encoder_macs(model, seconds=1.0) / 1e9}
+
+
+def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder):
+    """Writes ``folder/encoder`` and a training checkpoint in ``folder/save``.
+
+    The checkpoint's ``embedding_model`` is the teacher's with the pruned backbone
+    (built from ``folder/encoder`` exactly as the training recipe builds it), its
+    ``classifier`` the teacher's; the teacher's label encoder goes along.
+    """
+    folder = pathlib.Path(folder)
+    encoder.save_pretrained(folder / "encoder")
+    model = SpeakerEmbeddingModel(
+        frontend=teacher_model.frontend,
+        backbone=W2VBertBackbone(source=str(folder / "encoder")),
+        head=teacher_model.head,
+    )
+    classifier_state = torch.load(teacher_ckpt.paramfiles["classifier"], map_location="cpu")
+    classifier = make_classifier(out_neurons=classifier_state["weight"].shape[0])
+    classifier.load_state_dict(classifier_state)
+    save = folder / "save"
+    shutil.rmtree(save, ignore_errors=True)
+    checkpointer = AtomicCheckpointer(save, {"embedding_model": model, "classifier": classifier})
+    checkpointer.save_checkpoint(meta={"source": str(teacher_ckpt.path)})
+    shutil.copyfile(teacher_ckpt.path.parent / LABEL_ENCODER, save / LABEL_ENCODER)
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    output = pathlib.Path(hparams["output_folder"])
+
+    # Distillation data: the training recipe's crops (speaker labels unused).
+    run_on_main(prepare_data, kwargs={"hparams": hparams})
+    data = prepare_data(hparams)
+    train_kwargs = {
+        "csv_file": data["train"],
+        "crop_seconds": hparams["crop_seconds"],
+        "speed_perturb": hparams["speed_perturb"],
+        "sample_rate": hparams["sample_rate"],
+        "label_encoder_file": pathlib.Path(hparams["save_folder"]) / "distillation_labels.txt",
+    }
+    run_on_main(make_train_dataset, kwargs=train_kwargs)
+    train_data = make_train_dataset(**train_kwargs)[0]
+
+    # Teacher: the best checkpoint of its training run; frozen, outside `modules`.
+    teacher_model = hparams["embedding_model"]
+    teacher_ckpt = init_from_checkpoint(hparams["teacher"], {"embedding_model": teacher_model})
+    if not (run_save_folder(hparams["teacher"]) / LABEL_ENCODER).is_file():
+        raise ValueError(f"teacher: {run_save_folder(hparams['teacher'])} has no {LABEL_ENCODER}")
+    if "classifier" not in teacher_ckpt.paramfiles:
+        raise ValueError(f"teacher: checkpoint {teacher_ckpt.path} has no classifier.ckpt")
+    teacher_model.eval().requires_grad_(False)
+    common = {
+        **hparams,
+        "teacher_encoder": teacher_model.backbone,
+        "frontend": teacher_model.frontend,
+    }
+    loader_kwargs = hparams["train_dataloader_options"]
+
+    # 1. Distillation with pruning.
+    gated = hparams["make_gated"](copy.deepcopy(teacher_model.backbone.model))
+    gated.model.requires_grad_(True)
+    hparams["prune_checkpointer"].add_recoverable("student", gated)
+    brain = PruningDistillationBrain(
+        modules={"student": gated, "controller": hparams["controller"]},
+        hparams=common,
+        run_opts=run_opts,
+        checkpointer=hparams["prune_checkpointer"],
+    )
+    teacher_model.to(brain.device)
+    brain.fit(hparams["prune_epoch_counter"], train_data, train_loader_kwargs=loader_kwargs)
+    summary = {"pruning": brain.summary()}
+
+    # 2. Materialisation.
+    gated.eval()
+    pruned = gated.materialize()
+    summary["teacher_encoder"] = encoder_size(teacher_model.backbone.model)
+    summary["pruned_encoder"] = encoder_size(pruned)
+    summary["predicted_params"] = gated.deterministic_num_params()
+    sizes = summary["pruned_encoder"]["params"], summary["teacher_encoder"]["params"]
+    summary["sparsity"] = 1 - sizes[0] / sizes[1]
+    if if_main_process():
+        export(pruned, teacher_model, teacher_ckpt, hparams["make_classifier"], output / "pruned")
+    sb.utils.distributed.ddp_barrier()
+
+    # 3. Distillation of the pruned encoder, without the sparsity term.
+    hparams["distill_checkpointer"].add_recoverable("student", pruned)
+    brain = PruningDistillationBrain(
+        modules={"student": pruned},
+        hparams=common,
+        run_opts=run_opts,
+        checkpointer=hparams["distill_checkpointer"],
+    )
+    brain.fit(hparams["distill_epoch_counter"], train_data, train_loader_kwargs=loader_kwargs)
+    summary["distillation"] = brain.summary()
+    if if_main_process():
+        export(
+            pruned.eval(), teacher_model, teacher_ckpt, hparams["make_classifier"],
+            output / "distilled",
+        )
+        with open(output / "pruning_summary.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump(summary, f, sort_keys=False)
+        print(yaml.safe_dump(summary, sort_keys=False), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
