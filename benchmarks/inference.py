@@ -20,6 +20,9 @@ features [1, T, 160] of random values, T = 50 frames per second of audio.
 
 Only one full-size process runs at a time (about 2.4 GB of weights each). The
 malloc settings of ``/work/shared/BENCHMARKING.md`` apply to every process.
+On a shared machine, busy neighbours make every 2-thread operation wait for a
+core (up to 16 ms per operation was seen here), which inflates the short runs
+most: compare the ratios, and the load averages printed with them.
 
 Run from the repository root::
 
@@ -205,7 +208,8 @@ def main():
                   f"{mem['time']:7.2f} s | {mem['mem_mb']:8.1f} MB")
         hf_t, ours_t = (statistics.median(timing[str(s)][p]) for p in PATHS)
         pairs[f"t{s}_ratio"] = ours_t / hf_t
-        pairs[f"mem{s}_ratio"] = memory[(s, "ours")]["mem_mb"] / max(memory[(s, "hf")]["mem_mb"], 1e-9)
+        hf_mem = max(memory[(s, "hf")]["mem_mb"], 1e-9)
+        pairs[f"mem{s}_ratio"] = memory[(s, "ours")]["mem_mb"] / hf_mem
         pairs[f"cold{s}_ratio"] = memory[(s, "ours")]["time"] / memory[(s, "hf")]["time"]
         pairs[f"t{s}_hf"], pairs[f"t{s}_ours"] = hf_t, ours_t
         pairs[f"mem{s}_hf_mb"] = memory[(s, "hf")]["mem_mb"]

@@ -13,7 +13,11 @@ distance ``d`` the chunk needs, in the same column for every row, so one
 gather with a one-row index writes it; the padding mask is merged
 into it and ``torch.nn.functional.scaled_dot_product_attention`` runs the
 chunk. Peak memory is ``O(chunk x T)`` per head instead of
-``O(T^2 x head_size)``; the outputs are HF's up to float rounding.
+``O(T^2 x head_size)``; the outputs are HF's up to float rounding. With
+autograd SDPA takes its math path, which stores each chunk's attention
+probabilities for the backward pass ([B, H, T, T] per layer, as any exact
+attention without recomputation), but the [T, T, head_size] tensor is never
+built.
 
 ``enable_memory_efficient_attention(model)`` switches every relative-key
 attention module of a model to this path (and back with ``enabled=False``)
@@ -33,6 +37,15 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
 # values are 64 MB (the chunk's template is slightly larger), small next to the
 # 2.4 GB of weights of the full model; smaller chunks ran slower here.
 AUTO_CHUNK_BIAS_ELEMENTS = 2**24
+
+
+def _check_chunk_size(query_chunk_size):
+    if query_chunk_size is not None and (
+        not isinstance(query_chunk_size, int) or query_chunk_size < 1
+    ):
+        raise ValueError(
+            f"query_chunk_size must be a positive int or None, got {query_chunk_size!r}"
+        )
 
 
 def relative_key_attention(
@@ -105,12 +118,7 @@ def relative_key_attention(
             f"+ 1, head_size] = [{num_distances}, {query.shape[-1]}], got "
             f"{tuple(distance_embeddings.shape)}"
         )
-    if query_chunk_size is not None and (
-        not isinstance(query_chunk_size, int) or query_chunk_size < 1
-    ):
-        raise ValueError(
-            f"query_chunk_size must be a positive int or None, got {query_chunk_size!r}"
-        )
+    _check_chunk_size(query_chunk_size)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     batch, heads, query_len, _ = query.shape
@@ -119,19 +127,20 @@ def relative_key_attention(
         query_chunk_size = max(
             1, AUTO_CHUNK_BIAS_ELEMENTS // max(1, batch * heads * key_len)
         )
-    # Score of every query with every distance embedding: [B, H, Tq, L+R+1].
+    # Score of every query with every distance embedding: [B, H, Tq, L+R+1]
+    # (scaling the small table rather than the scores saves a pass).
     distance_scores = torch.matmul(
-        query, distance_embeddings.to(query.dtype).t()
-    ) * scaling
+        query, (distance_embeddings.to(query.dtype) * scaling).t()
+    )
+    chunk_starts = range(0, query_len, query_chunk_size)
     # Without autograd one template buffer serves every chunk: no allocation
     # per chunk, so no heap growth from many large short-lived blocks.
     buffer = None
     if not (distance_scores.requires_grad or getattr(attention_mask, "requires_grad", False)):
         rows = min(query_chunk_size, query_len)
         buffer = distance_scores.new_empty(batch * heads * rows * (key_len + rows - 1))
-
-    context = query.new_empty(batch, query_len, heads, value.shape[-1])
-    for start in range(0, query_len, query_chunk_size):
+    outputs = []
+    for start in chunk_starts:
         stop = min(query_len, start + query_chunk_size)
         bias = _chunk_bias(
             distance_scores[:, :, start:stop],
@@ -150,15 +159,22 @@ def relative_key_attention(
                 bias.masked_fill_(~mask, torch.finfo(bias.dtype).min)
             else:
                 bias.add_(mask)
-        context[:, start:stop] = F.scaled_dot_product_attention(
-            query[:, :, start:stop],
-            key,
-            value,
-            attn_mask=bias,
-            dropout_p=dropout_p,
-            scale=scaling,
-        ).transpose(1, 2)
-    return context.transpose(1, 2)
+        outputs.append(
+            F.scaled_dot_product_attention(
+                query[:, :, start:stop],
+                key,
+                value,
+                attn_mask=bias,
+                dropout_p=dropout_p,
+                scale=scaling,
+            )
+        )
+    if len(outputs) == 1:
+        return outputs[0]
+    # One concatenation in [B, T, H, head_size] order (the layout the caller
+    # reshapes to) rather than a copy per chunk: each parallel operation costs a
+    # wake-up of the worker threads.
+    return torch.cat([o.transpose(1, 2) for o in outputs], dim=1).transpose(1, 2)
 
 
 def _chunk_bias(chunk_scores, start, key_len, left, right, buffer=None):
@@ -300,12 +316,7 @@ def enable_memory_efficient_attention(model, enabled=True, query_chunk_size=None
         raise ValueError(
             f"model must be a torch.nn.Module, got {type(model).__name__}"
         )
-    if query_chunk_size is not None and (
-        not isinstance(query_chunk_size, int) or query_chunk_size < 1
-    ):
-        raise ValueError(
-            f"query_chunk_size must be a positive int or None, got {query_chunk_size!r}"
-        )
+    _check_chunk_size(query_chunk_size)
     count = 0
     for module in model.modules():
         # Exact class checks: other subclasses may have their own forward.

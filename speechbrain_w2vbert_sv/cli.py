@@ -43,6 +43,10 @@ def _add_model_options(parser):
         "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
         help="autocast precision of the model (bf16 on GPUs that support it)",
     )
+    parser.add_argument(
+        "--no_memory_efficient_attention", action="store_true",
+        help="use HF's attention (needs O(T^2 x head size) memory per layer)",
+    )
 
 
 def _add_batch_options(parser):
@@ -54,10 +58,6 @@ def _add_batch_options(parser):
     parser.add_argument("--num_workers", type=int, default=0,
                         help="processes reading audio")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
-    parser.add_argument(
-        "--no_memory_efficient_attention", action="store_true",
-        help="use HF's attention (needs O(T^2 x head size) memory per layer)",
-    )
 
 
 def _run_opts(args):
@@ -67,14 +67,14 @@ def _run_opts(args):
     return run_opts
 
 
-def _load(args, memory_efficient=False):
+def _load(args):
+    from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
     from speechbrain_w2vbert_sv.inference import load_model
 
     model = load_model(args.model, run_opts=_run_opts(args))
-    if memory_efficient:
-        from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
-
-        enable_memory_efficient_attention(model.mods.embedding_model)
+    enable_memory_efficient_attention(
+        model.mods.embedding_model, enabled=not args.no_memory_efficient_attention
+    )
     return model
 
 
@@ -102,7 +102,7 @@ def embed(args):
     ids = list(dict.fromkeys(ids))
     paths = [os.path.join(args.data_folder or "", i) for i in ids]
     durations = check_files(file_lists=[("inputs", paths)], num_workers=args.num_workers)
-    model = _load(args, not args.no_memory_efficient_attention)
+    model = _load(args)
     embeddings = model.encode_files(paths, durations=durations, **_batch_kwargs(args))
     if args.output.endswith(".npz"):
         import numpy as np

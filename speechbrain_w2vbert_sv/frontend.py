@@ -372,18 +372,23 @@ class W2VBertFbank(torch.nn.Module):
         framed = emph.unfold(1, self.n_fft, hop)  # [batch, >= frames, n_fft]
         dc = dc.mul_(1.0 - a)[..., None]
 
-        # Blocks of frames keep the float64 buffers small (cache-resident on CPU).
-        block_frames = self.block_frames.get(wavs.device.type, 32768)
-        block = max(1, block_frames // batch)
-        mel = []
-        for start in range(0, frames, block):
-            end = min(frames, start + block)
-            chunk = torch.sub(framed[:, start:end], dc[:, start:end]).mul_(window)
+        # Blocks of frames keep the float64 buffers small (cache-resident on CPU);
+        # a block is a run of whole utterances or a stretch of one, so that its
+        # mel energies go straight into their contiguous slice of the output.
+        block = self.block_frames.get(wavs.device.type, 32768)
+        mel = wavs.new_empty(batch, frames, self.num_mel_bins, dtype=out_dtype)
+        if frames >= block:
+            starts = range(0, frames, block)
+            pieces = [(b, b + 1, s, min(frames, s + block)) for b in range(batch) for s in starts]
+        else:
+            step = block // frames
+            pieces = [(b, min(batch, b + step), 0, frames) for b in range(0, batch, step)]
+        for b0, b1, s0, s1 in pieces:
+            chunk = torch.sub(framed[b0:b1, s0:s1], dc[b0:b1, s0:s1]).mul_(window)
             bins = torch.fft.rfft(chunk)[..., self.first_bin : self.end_bin]
-            bins = torch.view_as_real(bins).to(out_dtype)
-            power = bins[..., 0].square().addcmul_(bins[..., 1], bins[..., 1])
-            mel.append(power @ mel_filters)
-        mel = torch.cat(mel, dim=1) if len(mel) > 1 else mel[0]
+            parts = torch.view_as_real(bins).to(out_dtype)
+            power = parts[..., 0].square().addcmul_(parts[..., 1], parts[..., 1])
+            mel[b0:b1, s0:s1] = power @ mel_filters
         return mel.clamp_min_(torch.finfo(torch.float32).eps).log_()
 
     def _constants(self, device, dtype, out_dtype):
@@ -426,7 +431,9 @@ class W2VBertFbank(torch.nn.Module):
             # (with zero weights, but 0 * NaN is NaN).
             in_wav = torch.arange(samples, device=wavs.device) < num_samples[:, None]
             wavs = torch.where(in_wav, wavs, 0.0)
-        mel = self.log_mel(wavs)
+        # The mel matmul stays in full precision under a caller's autocast.
+        with torch.autocast(wavs.device.type, enabled=False):
+            mel = self.log_mel(wavs)
         frames = mel.shape[1]
         out_frames = frames // self.stride
         num_frames = num_fbank_frames(num_samples, self.win_length, self.hop_length)

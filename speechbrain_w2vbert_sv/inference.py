@@ -39,6 +39,7 @@ from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 from transformers import AutoConfig, PretrainedConfig
 
+from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
 from speechbrain_w2vbert_sv.audio import load_audio
 from speechbrain_w2vbert_sv.backbones.w2vbert import build_w2vbert_config
 from speechbrain_w2vbert_sv.brain import AtomicCheckpointer, best_checkpoint
@@ -91,7 +92,10 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
     directly (waveforms and relative lengths in); files are read with
     :func:`speechbrain_w2vbert_sv.audio.load_audio` (any rate or channel count:
     resampled to ``sample_rate`` and downmixed). Decisions compare the cosine score
-    with ``threshold`` (from the hyperparameters unless given).
+    with ``threshold`` (from the hyperparameters unless given). The w2v-BERT
+    attention runs on the memory-efficient path
+    (:mod:`speechbrain_w2vbert_sv.attention`) unless the hyperparameters set
+    ``memory_efficient_attention: False``.
 
     Arguments
     ---------
@@ -101,6 +105,13 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
 
     MODULES_NEEDED = ["embedding_model"]
     HPARAMS_NEEDED = ["sample_rate", "threshold"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        enable_memory_efficient_attention(
+            self.mods.embedding_model,
+            enabled=getattr(self.hparams, "memory_efficient_attention", True),
+        )
 
     def load_audio(self, path, savedir=None):
         """Reads an audio file as a mono waveform at the model's sample rate.

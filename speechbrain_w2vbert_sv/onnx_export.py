@@ -14,6 +14,8 @@ import warnings
 
 import torch
 
+from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+
 
 class _FeaturesToEmbedding(torch.nn.Module):
     """Backbone and head of an embedding model, with [B, E] output."""
@@ -67,6 +69,9 @@ def export_onnx(embedding_model, path, opset_version=18, example_seconds=1.0):
     # reshape into an invalid view with dynamic shapes: export frozen, then restore.
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
+    # The memory-efficient attention loops over a length-dependent number of query
+    # chunks, which a dynamic-length graph cannot hold: HF's attention is exported.
+    efficient = enable_memory_efficient_attention(model, enabled=False)
     try:
         with warnings.catch_warnings():
             # Both inputs share the batch dimension, which torch reports as a warning.
@@ -85,6 +90,8 @@ def export_onnx(embedding_model, path, opset_version=18, example_seconds=1.0):
     finally:
         for param in trainable:
             param.requires_grad_(True)
+        if efficient:
+            enable_memory_efficient_attention(model)
     return path
 
 

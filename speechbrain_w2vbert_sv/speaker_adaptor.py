@@ -70,11 +70,7 @@ class SpeakerAdaptorModel(torch.nn.Module):
 
     def __init__(self, asr_model, head):
         super().__init__()
-        asr_model.freeze = True
-        asr_model.backbone.freeze = True
-        asr_model.requires_grad_(False)
-        asr_model.eval()
-        self.asr_model = asr_model
+        self.asr_model = asr_model.freeze_model()
         self.head = head
 
     # The speaker-model contract: frontend / backbone / head (the Brain splits its

@@ -210,7 +210,7 @@ def verify_trial_list(
     save_embeddings=False,
     progress=True,
     run_opts=None,
-    memory_efficient_attention=False,
+    memory_efficient_attention=True,
     **embed_options,
 ):
     """Verifies a VoxCeleb-format trial list end to end and writes the results.
@@ -257,7 +257,7 @@ def verify_trial_list(
         Run options (``device``, ``precision``) of a model loaded from a folder.
     memory_efficient_attention : bool
         Compute relative-key attention in query chunks (long utterances fit in
-        memory; the same numbers up to float rounding).
+        memory; the same numbers up to float rounding); False: HF's forward.
     **embed_options
         Options of ``embed_files`` (``batch_seconds``, ``max_batch_size``,
         ``num_workers``, ``precision``).
@@ -292,8 +292,9 @@ def verify_trial_list(
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, run_opts=run_opts)
-    if memory_efficient_attention:
-        enable_memory_efficient_attention(model.mods.embedding_model)
+    enable_memory_efficient_attention(
+        model.mods.embedding_model, enabled=memory_efficient_attention
+    )
     paths = list(durations)
     embeddings = model.encode_files(
         paths, durations=durations, progress=progress, **embed_options

@@ -11,8 +11,8 @@ pretrained-model folder ``pretrained/`` (``asr.ckpt``, ``normalizer.ckpt``,
 ASR models are.
 
 Training uses the 18 training speakers; the greedy-decoding word error rate is
-measured on the 6 val speakers (reported each epoch; the last epoch's model is kept,
-so the val speakers select nothing).
+measured once, after training, on the 6 val speakers (the last epoch's model is kept:
+the val speakers select nothing).
 
 Run::
 
@@ -77,33 +77,27 @@ class CTCASRBrain(sb.Brain):
             self.hparams.lr_scheduler(self.optimizer)
 
     def on_stage_start(self, stage, epoch=None):
-        """Fresh error-rate statistics for each evaluation."""
+        """Fresh error-rate statistics for the evaluation."""
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.wer_computer()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log, checkpoint (the last epoch's model is the one kept) and write the WER."""
+        """Training: log and checkpoint (the last epoch is kept). Test: write the WER."""
         if stage == sb.Stage.TRAIN:
-            self.train_loss = stage_loss
-            return
-        wer = self.wer_metric.summarize("error_rate")
-        stats = {"loss": stage_loss, "WER": wer}
-        if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr},
-                train_stats={"loss": self.train_loss},
-                valid_stats=stats,
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats={"loss": stage_loss}
             )
-            self.checkpointer.save_and_keep_only(meta=stats, num_to_keep=1)
-        else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats,
-            )
-            with open(self.hparams.wer_file, "w", encoding="utf-8") as f:
-                self.wer_metric.write_stats(f)
-            self.test_wer = wer
+            self.checkpointer.save_and_keep_only(meta={"loss": stage_loss}, num_to_keep=1)
+            return
+        wer = self.wer_metric.summarize("error_rate")
+        self.hparams.train_logger.log_stats(
+            stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+            test_stats={"loss": stage_loss, "WER": wer},
+        )
+        with open(self.hparams.wer_file, "w", encoding="utf-8") as f:
+            self.wer_metric.write_stats(f)
+        self.test_wer = wer
 
 
 def make_datasets(hparams):
@@ -180,12 +174,11 @@ def main(argv):
     )
     brain.label_encoder = label_encoder
     loader_opts = {"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"]}
+    # No validation set: the val speakers are only for the final test.
     brain.fit(
         hparams["epoch_counter"],
         datasets["train"],
-        datasets["test"],
         train_loader_kwargs={**loader_opts, "shuffle": True},
-        valid_loader_kwargs=loader_opts,
     )
     brain.evaluate(datasets["test"], test_loader_kwargs=loader_opts)
     export_pretrained(hparams, label_encoder, brain.test_wer)

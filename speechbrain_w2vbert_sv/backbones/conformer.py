@@ -50,6 +50,14 @@ _MODEL_FILES = ("model.ckpt", "asr.ckpt")
 _NORMALIZER_FILE = "normalizer.ckpt"
 
 
+ConformerOutput = collections.namedtuple(
+    "ConformerOutput", ["encoder_out", "hidden_states", "lengths"]
+)
+CTCOutput = collections.namedtuple(
+    "CTCOutput", ["log_probs", "encoder_out", "hidden_states", "lengths"]
+)
+
+
 class ConformerFbank(torch.nn.Module):
     """Fbank features + mean/variance normalisation: the ASR Conformer's front end.
 
@@ -381,14 +389,6 @@ class ConformerBackbone(torch.nn.Module):
         return out.hidden_states, out.lengths
 
 
-ConformerOutput = collections.namedtuple(
-    "ConformerOutput", ["encoder_out", "hidden_states", "lengths"]
-)
-CTCOutput = collections.namedtuple(
-    "CTCOutput", ["log_probs", "encoder_out", "hidden_states", "lengths"]
-)
-
-
 class ConformerCTC(torch.nn.Module):
     """A CTC ASR Conformer: front end, encoder and CTC output layer.
 
@@ -424,11 +424,21 @@ class ConformerCTC(torch.nn.Module):
         self.frontend = frontend
         self.backbone = backbone
         self.ctc_lin = Linear(input_size=backbone.hidden_size, n_neurons=vocab_size)
-        self.freeze = freeze
+        self.freeze = False
         if freeze:
-            self.requires_grad_(False)
-            self.backbone.freeze = True
-            self.eval()
+            self.freeze_model()
+
+    def freeze_model(self):
+        """Freeze everything: no gradients, and eval mode from now on.
+
+        Returns
+        -------
+        ConformerCTC
+            This model.
+        """
+        self.freeze = self.backbone.freeze = True
+        self.requires_grad_(False)
+        return self.eval()
 
     def train(self, mode=True):
         """Set the training mode; a frozen model stays in eval mode."""
@@ -590,19 +600,16 @@ def load_asr_checkpoint(
     ctc_lin]``; keys that already start with a name, as in a ``ModuleDict``, are
     read as they are):
 
-    ============================================  ==========================================
-    checkpoint                                    target
-    ============================================  ==========================================
-    ``CNN.*``                                     ``backbone.CNN.*``
-    ``Transformer.custom_src_module.*``           ``backbone.Transformer.custom_src_module.*``
-    ``Transformer.encoder.*``                     ``backbone.Transformer.encoder.*``
-    ``Transformer.positional_encoding.*``         ``backbone.Transformer.positional_encoding.*``
-    ``Transformer.{decoder, custom_tgt_module,    ignored (attention decoder)
-    positional_encoding_decoder}.*``
-    ``ctc_lin.*``                                 ``ctc_head.*`` (ignored without a head)
-    anything else (``seq_lin``, ...)              ignored
-    ``normalizer.ckpt`` (global statistics)       ``frontend`` (:meth:`ConformerFbank.load_normalizer`)
-    ============================================  ==========================================
+    * ``CNN.*`` -> ``backbone.CNN.*``;
+    * ``Transformer.{custom_src_module, encoder, positional_encoding}.*`` ->
+      ``backbone.Transformer.*`` (input projection, Conformer blocks, final norm,
+      relative positions);
+    * ``Transformer.{decoder, custom_tgt_module, positional_encoding_decoder}.*``:
+      ignored (attention decoder);
+    * ``ctc_lin.*`` -> ``ctc_head.*`` (ignored without a head); anything else
+      (``seq_lin``, ...): ignored;
+    * ``normalizer.ckpt`` (global statistics) -> ``frontend``
+      (:meth:`ConformerFbank.load_normalizer`).
 
     Arguments
     ---------

@@ -265,3 +265,57 @@ def test_speaker_recipes_build_on_the_asr_recipe(system, recipe_asr_folder, tmp_
         trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert trained == sum(p.numel() for p in model.head.parameters())
         assert trained <= 0.04 * encoder
+
+
+def test_distillation_with_transcripts_uses_ctc_on_the_words(tmp_path):
+    from speechbrain.dataio.dataset import DynamicItemDataset
+    from speechbrain.dataio.encoder import CTCTextEncoder
+    from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+
+    from speechbrain_w2vbert_sv.losses import AAMSoftmaxLoss
+
+    encoder = CTCTextEncoder()
+    encoder.update_from_iterable(["yes", "no", "up", "down", "left", "right"], sequence_input=False)
+    encoder.insert_blank(index=0)
+    encoder.save(tmp_path / "label_encoder.txt")
+    student = MultiTaskSpeakerModel(
+        ConformerFbank(n_mels=N_MELS),
+        ConformerBackbone(n_mels=N_MELS, cnn_channels=(8, 8), num_layers=2, **ENCODER),
+        MFAHead(3, 32, 4, 4, 8), vocab_size=VOCAB,
+    )
+    teacher = our_asr(norm_type="sentence").freeze_model()
+    opt = lambda params: torch.optim.AdamW(params, lr=1e-3)  # noqa: E731
+    brain = ConformerDistillationBrain(
+        modules={"embedding_model": student,
+                 "classifier": Classifier(8, lin_blocks=0, out_neurons=2)},
+        hparams={"compute_cost": AAMSoftmaxLoss(), "backbone_opt_class": opt,
+                 "head_opt_class": opt, "teacher": teacher, "asr_weight": 1.0,
+                 "asr_target": "transcript",
+                 "asr_label_encoder_file": str(tmp_path / "label_encoder.txt")},
+        run_opts={"noprogressbar": True},
+    )
+    data = DynamicItemDataset({
+        "a": {"words": "yes", "label": 0}, "b": {"words": "left right", "label": 1},
+    })
+    data.add_dynamic_item(lambda w: 0.1 * torch.randn(8000), takes="words", provides="sig")
+    data.add_dynamic_item(lambda l: torch.tensor([l]), takes="label", provides="spk_label")
+    data.set_output_keys(["id", "sig", "spk_label"])
+    import speechbrain as sb
+
+    batch = next(iter(brain.make_dataloader(data, sb.Stage.TRAIN, batch_size=2)))
+    assert sorted(batch.words) == ["left right", "yes"]  # added by the Brain
+
+    torch.manual_seed(0)
+    student.eval()  # deterministic forward for the independent computation
+    predictions = brain.compute_forward(batch, sb.Stage.TRAIN)
+    loss = brain.compute_objectives(predictions, batch, sb.Stage.TRAIN)
+    out = predictions[0]
+    targets = [encoder.encode_sequence(w.split()) for w in batch.words]
+    frames = torch.full((2,), out.log_probs.shape[1], dtype=torch.long)
+    expected_ctc = torch.nn.functional.ctc_loss(
+        out.log_probs.transpose(0, 1), torch.tensor(sum(targets, [])), frames,
+        torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True,
+    )
+    expected_ctc, loss = float(expected_ctc.detach()), float(loss.detach())
+    assert abs(brain.aux_sums["asr_loss"] - expected_ctc) < 1e-4
+    assert abs(loss - brain.aux_sums["speaker_loss"] - expected_ctc) < 1e-3

@@ -196,6 +196,14 @@ def test_block_boundaries_do_not_change_results():
     assert torch.allclose(fbank(wavs, lens)[0], whole, atol=1e-5)
 
 
+def test_autocast_does_not_lower_the_precision(fbank):
+    wavs = 0.1 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(7))
+    expected = fbank(wavs)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = fbank(wavs)[0]
+    assert feats.dtype == torch.float32 and torch.equal(feats, expected)
+
+
 def test_dtypes(fbank):
     wavs = 0.1 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(6))
     lens = torch.tensor([1.0, 0.8])

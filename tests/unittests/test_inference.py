@@ -11,7 +11,11 @@ import torchaudio
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.speaker import SpeakerRecognition
+from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
+    Wav2Vec2BertSelfAttention,
+)
 
+from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
 from speechbrain_w2vbert_sv.brain import AtomicCheckpointer
 from speechbrain_w2vbert_sv.cli import main as cli_main
 from speechbrain_w2vbert_sv.inference import (
@@ -119,6 +123,11 @@ def test_export_loads_offline_and_matches_trained_model(exported):
     got = model.encode_batch(wavs, lens)
     assert got.shape == (3, 1, 16)
     assert (got - expected).abs().max() < 1e-5
+    # Inference runs the memory-efficient attention path by default.
+    assert enable_memory_efficient_attention(model.mods.embedding_model) == 2
+    assert not any(
+        type(m) is Wav2Vec2BertSelfAttention for m in model.mods.embedding_model.modules()
+    )
     # The LoRA update mattered: the base weights alone give other embeddings.
     base_state = {
         k.replace(".base_layer", ""): v

@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+from speechbrain_w2vbert_sv.attention import (
+    MemoryEfficientWav2Vec2BertSelfAttention,
+    enable_memory_efficient_attention,
+)
 from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
 from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
 from speechbrain_w2vbert_sv.extraction import embed_files
@@ -29,8 +33,13 @@ def test_onnx_matches_pytorch_for_any_batch_and_length(tmp_path):
     ).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         model.head.pooling.attention[2].running_mean.normal_()
+    # As loaded for inference: on the memory-efficient attention path.
+    assert enable_memory_efficient_attention(model) == 2
     path = export_onnx(model, tmp_path / "model.onnx")
-    assert all(p.requires_grad for p in model.parameters())  # restored after the export
+    # Restored after the export.
+    assert all(p.requires_grad for p in model.parameters())
+    efficient = [m for m in model.modules() if type(m) is MemoryEfficientWav2Vec2BertSelfAttention]
+    assert len(efficient) == 2
     runner = ONNXEmbeddingModel(path, W2VBertFbank())
     gen = torch.Generator().manual_seed(1)
     # Shapes other than the traced one (batch 2, 1 s), padding included.
