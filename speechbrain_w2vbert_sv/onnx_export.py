@@ -14,7 +14,10 @@ import warnings
 
 import torch
 
-from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.attention import (
+    MemoryEfficientWav2Vec2BertSelfAttention,
+    enable_memory_efficient_attention,
+)
 
 
 class _FeaturesToEmbedding(torch.nn.Module):
@@ -71,7 +74,10 @@ def export_onnx(embedding_model, path, opset_version=18, example_seconds=1.0):
     model.requires_grad_(False)
     # The memory-efficient attention loops over a length-dependent number of query
     # chunks, which a dynamic-length graph cannot hold: HF's attention is exported.
-    efficient = enable_memory_efficient_attention(model, enabled=False)
+    efficient = any(
+        isinstance(m, MemoryEfficientWav2Vec2BertSelfAttention) for m in model.modules()
+    )
+    enable_memory_efficient_attention(model, enabled=False)
     try:
         with warnings.catch_warnings():
             # Both inputs share the batch dimension, which torch reports as a warning.
