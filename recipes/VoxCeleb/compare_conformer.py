@@ -26,7 +26,6 @@ import argparse
 import json
 import pathlib
 import sys
-from unittest import mock
 
 import torch
 
@@ -36,27 +35,26 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import train  # noqa: E402  (recipes/VoxCeleb/train.py)
 import train_asr_ctc  # noqa: E402
 
-from speechbrain_w2vbert_sv.distillation import ConformerDistillationBrain  # noqa: E402
 from speechbrain_w2vbert_sv.extraction import embed_files  # noqa: E402
 from speechbrain_w2vbert_sv.metrics import verification_metrics  # noqa: E402
 from speechbrain_w2vbert_sv.scoring import cosine_scores, read_trials  # noqa: E402
 
-# name -> (hparams file, Brain class, description, extra overrides)
+# name -> (hparams file, description, extra overrides)
 SYSTEMS = {
-    "random": ("conformer_random.yaml", None, "random init", []),
-    "asr_init": ("conformer_asr_init.yaml", None, "ASR-initialised", []),
+    "random": ("conformer_random.yaml", "random init", []),
+    "asr_init": ("conformer_asr_init.yaml", "ASR-initialised", []),
     "distill": (
-        "conformer_distill.yaml", ConformerDistillationBrain,
+        "conformer_distill.yaml",
         "ASR-init + distillation (KL to the ASR CTC posteriors, w=0.5)", [],
     ),
-    "adaptor": ("conformer_adaptor.yaml", None, "adaptor on the frozen ASR model", []),
+    "adaptor": ("conformer_adaptor.yaml", "adaptor on the frozen ASR model", []),
     # Ablations (not run by default)
     "asr_init_lr": (
-        "conformer_asr_init.yaml", None, "ASR-initialised, encoder lr = head lr",
+        "conformer_asr_init.yaml", "ASR-initialised, encoder lr = head lr",
         ["--backbone_lr=0.002"],
     ),
     "distill_feat": (
-        "conformer_distill.yaml", ConformerDistillationBrain,
+        "conformer_distill.yaml",
         "distillation + feature distillation (w=0.5)", ["--feature_weight=0.5"],
     ),
 }
@@ -100,7 +98,7 @@ def last_epoch_metrics(brain, data_folder):
 
 def train_speaker_model(name, args, asr_folder):
     """Trains one system with train.py; returns its row of the table."""
-    hparams_file, brain_class, description, extra = SYSTEMS[name]
+    hparams_file, description, extra = SYSTEMS[name]
     argv = [
         str(HERE / "hparams" / hparams_file),
         f"--data_folder={args.data_folder}",
@@ -111,10 +109,7 @@ def train_speaker_model(name, args, asr_folder):
     ]
     if name != "random":
         argv.append(f"--asr_folder={asr_folder}")
-    # train.py builds a SpeakerBrain; the distillation needs its subclass.
-    patch = mock.patch.object(train, "SpeakerBrain", brain_class or train.SpeakerBrain)
-    with patch:
-        brain = train.main(argv)
+    brain = train.main(argv)
     result = brain.test_results[TRIALS]
     last_eer, last_min_dcf = last_epoch_metrics(brain, args.data_folder)
     model = brain.modules.embedding_model

@@ -235,7 +235,9 @@ def main(argv):
     if init_from is not None:
         init_from_checkpoint(init_from, {k: modules[k] for k in hparams["init_from_modules"]})
 
-    brain = SpeakerBrain(
+    # A recipe may name a SpeakerBrain subclass (e.g. the distillation Brain).
+    brain_class = hparams.get("brain_class", SpeakerBrain)
+    brain = brain_class(
         modules=modules,
         hparams={**hparams, "augment": augment},
         run_opts=run_opts,

@@ -10,6 +10,8 @@ import pathlib
 
 import torch
 
+from speechbrain_w2vbert_sv.distillation import ConformerDistillationBrain
+
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
 DEBUG = ["--debug", "--debug_batches=2", "--debug_epochs=1"]
 
@@ -45,3 +47,11 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     asr_model = brain.modules.embedding_model.asr_model
     for key, value in asr_model.backbone.Transformer.state_dict().items():
         torch.testing.assert_close(value, state["1." + key])
+
+    # The distillation recipe runs through train.py with the Brain it names.
+    brain = train.main(
+        [str(RECIPES / "hparams" / "conformer_distill.yaml"), f"--data_folder={data}",
+         f"--asr_folder={pretrained}", f"--output_folder={tmp_path / 'distill'}", *DEBUG]
+    )
+    assert type(brain) is ConformerDistillationBrain
+    assert brain.test_results["val_speakers_text_independent.txt"]["target_trials"] > 0

@@ -72,7 +72,7 @@ def test_malformed_trial_line_names_file_and_line(tmp_path, bad_line):
     lines = LIST_TEXT.splitlines()  # line 3 is blank
     lines.insert(4, bad_line)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=rf"bad\.txt, line 5: expected"):
+    with pytest.raises(ValueError, match=r"bad\.txt, line 5: expected"):
         read_trials(path)
 
 
