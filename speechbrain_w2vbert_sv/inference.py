@@ -2,8 +2,11 @@
 
 ``export_model`` turns a training run (any stage; LoRA merged into the weights) into
 a folder that ``from_hparams`` loads offline: ``hyperparams.yaml`` (the template
-``hparams/inference.yaml`` with ``w2vbert_mfa.yaml`` inlined, the encoder config
-written in and ``w2vbert_source: null``) and ``embedding_model.ckpt``.
+``hparams/inference.yaml`` with the run's model definition inlined:
+``w2vbert_mfa.yaml`` with the encoder config written in and ``w2vbert_source: null``,
+``conformer_mfa.yaml`` for an MFA-Conformer, ``speaker_adaptor.yaml`` for a speaker
+adaptor, whose ``ASRSpeakerRecognition`` interface also transcribes) and
+``embedding_model.ckpt``.
 ``W2VBertSpeakerRecognition`` loads such a folder, or a training run directly
 (``from_run``), and embeds and verifies waveforms and files. SpeechBrain's stock
 ``EncoderClassifier`` and ``SpeakerRecognition`` load the folder too and give the
@@ -15,7 +18,7 @@ Command line: ``w2vbert-sv export --run <output folder> --output <folder>``.
 
 Example
 -------
->>> small = {"w2vbert_config": {"hidden_size": 32, "num_hidden_layers": 2,
+>>> small = {"w2vbert_source": None, "w2vbert_config": {"hidden_size": 32, "num_hidden_layers": 2,
 ...     "num_attention_heads": 4, "intermediate_size": 64}, "num_hidden_states": 3,
 ...     "hidden_size": 32, "adapter_size": 8, "attention_channels": 4, "embedding_size": 16}
 >>> hparams = load_hyperpyyaml(inference_hparams_text(small, threshold=0.5))
@@ -26,6 +29,7 @@ Example
 """
 
 import datetime
+import importlib
 import io
 import logging
 import os
@@ -34,6 +38,7 @@ import pathlib
 import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
+from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
@@ -65,6 +70,9 @@ _INFERENCE_SETTINGS = {
     "gradient_checkpointing": False,
 }
 _LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+_DEFAULT_DEFINITION = "w2vbert_mfa.yaml"
+# Parts of a trained embedding model that inference does not use.
+_TRAINING_ONLY_PREFIXES = ("ctc_lin.", "projections.")
 
 
 class PassThrough(torch.nn.Module):
@@ -266,7 +274,11 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
 
 
 def load_model(path, **kwargs):
-    """Loads an exported folder or a training run as ``W2VBertSpeakerRecognition``.
+    """Loads an exported folder or a training run with the interface it names.
+
+    The interface is the class named by ``interface`` in the hyperparameters:
+    ``W2VBertSpeakerRecognition`` for speaker models, ``ASRSpeakerRecognition`` for
+    a speaker adaptor (transcription too).
 
     Arguments
     ---------
@@ -274,7 +286,8 @@ def load_model(path, **kwargs):
         Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), training
         output folder or checkpoint folder.
     **kwargs
-        Arguments of ``from_hparams`` / ``from_run``.
+        Arguments of ``from_hparams`` (``run_opts``, ...), or for a run those of
+        the class and ``hparams_file``, ``overrides``, ``threshold``.
 
     Returns
     -------
@@ -284,8 +297,39 @@ def load_model(path, **kwargs):
     if (path / WEIGHTS_FILE).is_file() and (path / HPARAMS_FILE).is_file() and not (
         path / "CKPT.yaml"
     ).is_file():
-        return W2VBertSpeakerRecognition.from_hparams(source=str(path), **kwargs)
-    return W2VBertSpeakerRecognition.from_run(path, **kwargs)
+        tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
+        interface = interface_class(tree.get("interface"))
+        return interface.from_hparams(source=str(path), **kwargs)
+    run_args = {k: kwargs.pop(k) for k in ("hparams_file", "overrides", "threshold") if k in kwargs}
+    hparams, _ = load_run(path, **run_args)
+    interface = interface_class(hparams.get("interface"))
+    return interface(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+
+def interface_class(name=None):
+    """The pretrained-interface class of a dotted name (None: the default one).
+
+    Arguments
+    ---------
+    name : str, optional
+        ``package.module.Class``, e.g. the ``interface`` of a ``hyperparams.yaml``.
+
+    Returns
+    -------
+    type
+
+    Example
+    -------
+    >>> interface_class().__name__
+    'W2VBertSpeakerRecognition'
+    """
+    if not name:
+        return W2VBertSpeakerRecognition
+    module, _, cls = str(name).rpartition(".")
+    found = getattr(importlib.import_module(module), cls, None) if module else None
+    if not (isinstance(found, type) and issubclass(found, W2VBertSpeakerRecognition)):
+        raise ValueError(f"interface {name!r} is not a W2VBertSpeakerRecognition class")
+    return found
 
 
 def find_checkpoint(run):
@@ -320,9 +364,10 @@ def find_checkpoint(run):
 
 
 def _plain(node):
-    """Plain Python values (dict, list, float, ...) of a ruamel.yaml node."""
+    """Plain Python values of a ruamel.yaml node; object nodes (``!new:``...) are left
+    out of mappings."""
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): _plain(v) for k, v in node.items() if not _is_object(v)}
     if isinstance(node, list):
         return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
@@ -340,8 +385,26 @@ def _is_object(node):
     return isinstance(value, str) and value.startswith("!")
 
 
+def _read_yaml(hparams_file, overrides=None):
+    """A hyperparameter file parsed with references resolved, nothing built."""
+    with open(hparams_file, encoding="utf-8") as f:
+        resolved = resolve_references(f, overrides or {})
+    return ruamel.yaml.YAML().load(resolved)
+
+
+def _system(section):
+    """The definition file of a resolved ``model`` section, told by its keys."""
+    if "w2vbert_source" in section:
+        return "w2vbert_mfa.yaml"
+    if "asr_model" in section and isinstance(section.get("conformer"), dict):
+        return "speaker_adaptor.yaml"
+    if "d_model" in section:
+        return "conformer_mfa.yaml"
+    return None
+
+
 def model_settings(hparams_file, overrides=None):
-    """The settings of the ``model`` section (``w2vbert_mfa.yaml``) of a training yaml.
+    """The model definition and settings of a training yaml's ``model`` section.
 
     Nothing is instantiated: the file is only parsed (``!include`` and ``!ref``
     resolved), so datasets, augmentation and hub weights are not touched.
@@ -356,20 +419,22 @@ def model_settings(hparams_file, overrides=None):
 
     Returns
     -------
-    dict
+    definition : str
+        The file of ``hparams/`` that defines the model: ``w2vbert_mfa.yaml``,
+        ``conformer_mfa.yaml`` or ``speaker_adaptor.yaml``.
+    settings : dict
         Setting name -> plain value (``w2vbert_source``, ``lora_rank``, sizes...).
     """
-    with open(hparams_file, encoding="utf-8") as f:
-        resolved = resolve_references(f, overrides or {})
-    tree = ruamel.yaml.YAML().load(resolved)
+    tree = _read_yaml(hparams_file, overrides)
     section = tree.get("model") if isinstance(tree, dict) else None
-    if not isinstance(section, dict) or "w2vbert_source" not in section:
+    definition = _system(section) if isinstance(section, dict) else None
+    if definition is None:
         raise ValueError(
-            f"{hparams_file}: no `model` section defined by hparams/w2vbert_mfa.yaml "
-            "(`model: !include:.../w2vbert_mfa.yaml`); the export reads the model "
-            "settings from there"
+            f"{hparams_file}: no `model` section defined by one of hparams/"
+            "w2vbert_mfa.yaml, conformer_mfa.yaml, speaker_adaptor.yaml (`model: "
+            "!include:.../w2vbert_mfa.yaml`); the export reads the model from there"
         )
-    return {k: _plain(v) for k, v in section.items() if not _is_object(v)}
+    return definition, _plain(section)
 
 
 def encoder_config(settings):
@@ -415,31 +480,46 @@ def encoder_config(settings):
     return {k: v for k, v in config.to_dict().items() if k not in generic}
 
 
-def inference_hparams_text(settings, threshold=None, header=""):
+def inference_hparams_text(settings, threshold=None, header="", definition=None, extra=None):
     """The self-contained ``hyperparams.yaml`` of a model (template filled in).
 
     Arguments
     ---------
     settings : dict
-        Model settings (see ``model_settings``); the encoder is described by its
-        config (see ``encoder_config``) and LoRA is off, unless ``settings`` keeps
-        ``lora_*`` values on purpose (a reference model before merging).
+        Model settings (see ``model_settings``); a w2v-BERT encoder is described by
+        its config (see ``encoder_config``) and LoRA is off, unless ``settings``
+        keeps ``lora_*`` values on purpose (a reference model before merging).
     threshold : float, optional
         Decision threshold (default: the template's).
     header : str
         Comment lines put on top.
+    definition : str, optional
+        Model definition file of ``hparams/`` (default: ``w2vbert_mfa.yaml``).
+    extra : dict, optional
+        Further top-level values (e.g. the ``interface`` class and its settings).
 
     Returns
     -------
     str
-        YAML text, with ``w2vbert_mfa.yaml`` inlined (no ``!include``).
+        YAML text, with the model definition inlined (no ``!include``).
     """
-    overrides = {"model": settings}
+    # The settings become the include's overrides, under the template's model line.
+    block = io.StringIO()
+    ruamel.yaml.YAML().dump({"model": dict(settings)}, block)
+    overrides_text = "".join("    " + line for line in block.getvalue().splitlines(True)[1:])
+    model_line = f"model: !include:{_DEFAULT_DEFINITION}\n"
+    text = TEMPLATE.read_text(encoding="utf-8")
+    if model_line not in text:
+        raise ValueError(f"{TEMPLATE}: the line {model_line.strip()!r} is missing")
+    include = f"model: !include:{definition or _DEFAULT_DEFINITION}\n"
+    text = text.replace(model_line, include + overrides_text, 1)
+    overrides = dict(extra or {})
     if threshold is not None:
         overrides["threshold"] = float(threshold)
-    with open(TEMPLATE, encoding="utf-8") as f:
-        resolved = resolve_references(f, overrides)
-    # The comments of the two source files end up in odd places once inlined.
+    stream = io.StringIO(text)
+    stream.name = str(TEMPLATE)  # includes are found beside the template
+    resolved = resolve_references(stream, overrides)
+    # The comments of the source files end up in odd places once inlined.
     yaml = ruamel.yaml.YAML()
     tree = yaml.load(resolved)
     _strip_comments(tree)
@@ -463,8 +543,14 @@ def _strip_comments(node):
 
 
 def _load_weights(module, checkpoint, source):
-    """Strictly loads a state dict (a LoRA one merges into a plain backbone)."""
+    """Strictly loads a state dict (a LoRA one merges into a plain backbone), less
+    the training-only parts (the auxiliary CTC layer of a distilled student)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    expected = module.state_dict()
+    state = {
+        k: v for k, v in state.items()
+        if k in expected or not k.startswith(_TRAINING_ONLY_PREFIXES)
+    }
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -489,14 +575,37 @@ def _run_files(run, hparams_file):
     return checkpoint, weights, hparams_file
 
 
-def _settings(hparams_file, overrides, keep_lora=False):
-    settings = model_settings(hparams_file, overrides)
-    config = encoder_config(settings)
-    lora = {k: settings[k] for k in _LORA_SETTINGS if k in settings}
-    settings.update(_INFERENCE_SETTINGS, w2vbert_config=config)
-    if keep_lora:
-        settings.update(lora)
-    return settings
+def _export_spec(hparams_file, overrides, keep_lora=False):
+    """Definition, settings and extra top-level values of a run's inference model."""
+    definition, settings = model_settings(hparams_file, overrides)
+    extra = {}
+    if definition == _DEFAULT_DEFINITION:
+        config = encoder_config(settings)
+        lora = {k: settings[k] for k in _LORA_SETTINGS if k in settings}
+        settings.update(_INFERENCE_SETTINGS, w2vbert_config=config)
+        if keep_lora:
+            settings.update(lora)
+    elif definition == "speaker_adaptor.yaml":
+        extra = _asr_outputs(hparams_file, overrides)
+    return definition, settings, extra
+
+
+def _asr_outputs(hparams_file, overrides):
+    """The interface settings of an adaptor run: its ASR model's CTC labels."""
+    asr_folder = _read_yaml(hparams_file, overrides).get("asr_folder")
+    labels = pathlib.Path(str(asr_folder)) / "label_encoder.txt"
+    if asr_folder is None or not labels.is_file():
+        raise ValueError(
+            f"{hparams_file}: the ASR model's label_encoder.txt (asr_folder={asr_folder}) "
+            "is needed to export a speaker adaptor: its CTC outputs are transcribed"
+        )
+    encoder = CTCTextEncoder()
+    encoder.load(labels)
+    return {
+        "interface": "speechbrain_w2vbert_sv.speaker_adaptor.ASRSpeakerRecognition",
+        "tokens": [encoder.ind2lab[i] for i in range(len(encoder))],
+        "blank_index": encoder.lab2ind[encoder.blank_label],
+    }
 
 
 def load_run(run, hparams_file=None, overrides=None, threshold=None):
@@ -525,7 +634,8 @@ def load_run(run, hparams_file=None, overrides=None, threshold=None):
         f"# Exported by speechbrain_w2vbert_sv {datetime.date.today()} from "
         f"{checkpoint.name} of {checkpoint.parent.parent.name} (LoRA merged).\n"
     )
-    text = inference_hparams_text(_settings(hparams_file, overrides), threshold, header)
+    definition, settings, extra = _export_spec(hparams_file, overrides)
+    text = inference_hparams_text(settings, threshold, header, definition, extra)
     hparams = load_hyperpyyaml(text)
     _load_weights(hparams["embedding_model"], weights, hparams_file)
     hparams["embedding_model"].eval()
@@ -535,8 +645,9 @@ def load_run(run, hparams_file=None, overrides=None, threshold=None):
 def _reference_model(run, hparams_file, overrides):
     """The run's model as trained (LoRA adapters kept), for the export check."""
     _, weights, hparams_file = _run_files(run, hparams_file)
-    settings = _settings(hparams_file, overrides, keep_lora=True)
-    model = load_hyperpyyaml(inference_hparams_text(settings))["embedding_model"]
+    definition, settings, extra = _export_spec(hparams_file, overrides, keep_lora=True)
+    text = inference_hparams_text(settings, definition=definition, extra=extra)
+    model = load_hyperpyyaml(text)["embedding_model"]
     _load_weights(model, weights, hparams_file)
     return model.eval()
 

@@ -10,10 +10,14 @@ import pathlib
 
 import torch
 
+from speechbrain_w2vbert_sv.audio import load_audio
 from speechbrain_w2vbert_sv.distillation import ConformerDistillationBrain
+from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition, export_model, load_model
+from speechbrain_w2vbert_sv.speaker_adaptor import ASRSpeakerRecognition
 
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
-DEBUG = ["--debug", "--debug_batches=2", "--debug_epochs=1"]
+# debug_persistently: checkpoints in the output folder, for the exports.
+DEBUG = ["--debug", "--debug_persistently", "--debug_batches=2", "--debug_epochs=1"]
 
 
 def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
@@ -48,6 +52,21 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     for key, value in asr_model.backbone.Transformer.state_dict().items():
         torch.testing.assert_close(value, state["1." + key])
 
+    # The export names the interface that transcribes too; one pass gives the ASR
+    # model's own words and the trained adaptor's embeddings.
+    clips = sorted((data / "dataset").glob("*/*.flac"))[:2]
+    wavs = torch.stack([load_audio(c) for c in clips])
+    lens = torch.tensor([1.0, 0.8])
+    folder = export_model(tmp_path / "adaptor", tmp_path / "adaptor_export")
+    model = load_model(folder)
+    assert isinstance(model, ASRSpeakerRecognition)
+    assert model.hparams.tokens[model.hparams.blank_index] == "<blank>"
+    words, embeddings = model.transcribe_and_encode_batch(wavs, lens)
+    with torch.no_grad():
+        expected = brain.modules.embedding_model.eval()(wavs, lens)
+    torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=0)
+    assert words == model.transcribe_batch(wavs, lens) and len(words) == 2
+
     # The distillation recipe runs through train.py with the Brain it names.
     brain = train.main(
         [str(RECIPES / "hparams" / "conformer_distill.yaml"), f"--data_folder={data}",
@@ -55,3 +74,11 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     )
     assert type(brain) is ConformerDistillationBrain
     assert brain.test_results["val_speakers_text_independent.txt"]["target_trials"] > 0
+    # Its export is a plain MFA-Conformer speaker model (the auxiliary CTC layer stays
+    # behind) with the same embeddings.
+    model = load_model(export_model(tmp_path / "distill", tmp_path / "distill_export"))
+    assert type(model) is W2VBertSpeakerRecognition
+    assert not hasattr(model.mods.embedding_model, "ctc_lin")
+    with torch.no_grad():
+        expected = brain.modules.embedding_model.eval()(wavs, lens)
+    torch.testing.assert_close(model.encode_batch(wavs, lens), expected, atol=1e-5, rtol=0)
