@@ -48,6 +48,7 @@ from speechbrain.utils.distributed import (
 )
 
 from speechbrain_w2vbert_sv.data.corpus import path_to_id
+from speechbrain_w2vbert_sv.data.pipeline import random_batch_crop
 from speechbrain_w2vbert_sv.metrics import verification_metrics
 from speechbrain_w2vbert_sv.scoring import Trials, cosine_scores
 
@@ -399,7 +400,10 @@ class SpeakerBrain(sb.Brain):
     AAMSoftmaxLoss`), ``backbone_opt_class`` and ``head_opt_class`` (optimizer
     factories taking a parameter list; the backbone one is skipped when nothing in
     the backbone trains; LoRA adapters belong to the backbone), optional ``augment``
-    (``(wavs, wav_lens) -> wavs``, training only), ``lr_schedule``
+    (``(wavs, wav_lens) -> wavs``, training only), optional ``crop_seconds`` (a
+    ``[shortest, longest]`` range cuts each training batch to a random length, see
+    :func:`~speechbrain_w2vbert_sv.data.pipeline.random_batch_crop`; needs
+    ``sample_rate``), ``lr_schedule``
     (:class:`WarmupDecaySchedule`), ``epoch_counter`` and ``train_logger``.
 
     Training batches hold ``sig`` and ``spk_label``; validation and test batches hold
@@ -459,21 +463,45 @@ class SpeakerBrain(sb.Brain):
     # ------------------------------------------------------------------ forward
     def compute_forward(self, batch, stage):
         """Embeddings and cosine logits; waveforms are augmented in training."""
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
         embedding_model = self.modules.embedding_model
         classifier = self.modules.classifier
         if stage == sb.Stage.TRAIN:
-            augment = getattr(self.hparams, "augment", None)
-            if augment is not None:
-                wavs = augment(wavs, wav_lens)
+            wavs, wav_lens = self.training_waveforms(batch)
         else:
+            batch = batch.to(self.device)
+            wavs, wav_lens = batch.sig
             # Plain modules in evaluation: a DDP forward may start collectives
             # (buffer broadcasts) that the sharded evaluation does not match.
             embedding_model = _unwrap(embedding_model)
             classifier = _unwrap(classifier)
         embeddings = embedding_model(wavs, wav_lens)
         return embeddings, classifier(embeddings)
+
+    def training_waveforms(self, batch):
+        """A training batch's waveforms on the device: cut to a random length of the
+        ``crop_seconds`` range (if one is given), then augmented.
+
+        Arguments
+        ---------
+        batch : speechbrain.dataio.batch.PaddedBatch
+            Training batch with ``sig``.
+
+        Returns
+        -------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+        """
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        crop_seconds = getattr(self.hparams, "crop_seconds", None)
+        if crop_seconds is not None:
+            wavs = random_batch_crop(wavs, crop_seconds, self.hparams.sample_rate)
+        augment = getattr(self.hparams, "augment", None)
+        if augment is not None:
+            wavs = augment(wavs, wav_lens)
+        return wavs, wav_lens
 
     def compute_objectives(self, predictions, batch, stage):
         """AAM loss in training; in evaluation, collects embeddings (loss 0)."""

@@ -346,11 +346,7 @@ class ConformerDistillationBrain(SpeakerBrain):
         """Training: student multitask outputs, cosine logits and the teacher's outputs."""
         if stage != sb.Stage.TRAIN:
             return super().compute_forward(batch, stage)
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        augment = getattr(self.hparams, "augment", None)
-        if augment is not None:
-            wavs = augment(wavs, wav_lens)
+        wavs, wav_lens = self.training_waveforms(batch)
         student = self.modules.embedding_model(wavs, wav_lens, multitask=True)
         cosine = self.modules.classifier(student.embeddings)
         with torch.no_grad():

@@ -2,7 +2,9 @@
 
 Training items are random crops of a fixed length; a file shorter than the crop is
 repeated (wrapped around) up to it, so every crop is real speech with no zero
-padding. Speed perturbation changes tempo and pitch together (resampling, like sox
+padding. A crop range ``[shortest, longest]`` crops items at the longest length and
+each training batch to one random length in the range (:func:`random_batch_crop`):
+varied durations without padding. Speed perturbation changes tempo and pitch together (resampling, like sox
 ``speed``); each factor other than 1.0 makes new speaker classes:
 ``label = speaker_index + k * num_speakers`` where ``k`` is the factor's position in
 ``speed_perturb`` once 1.0 is moved first, so (0.9, 1.0, 1.1) gives 3x the classes
@@ -74,6 +76,71 @@ def speed_perturb_wav(wav, factor, sample_rate=16000):
     if factor == 1.0:
         return wav
     return torchaudio.functional.resample(wav, int(round(sample_rate * factor)), sample_rate)
+
+
+def crop_range(crop_seconds):
+    """The shortest and longest training crop of a length or a range.
+
+    Arguments
+    ---------
+    crop_seconds : float or sequence of two floats
+        A crop length in seconds, or ``[shortest, longest]``.
+
+    Returns
+    -------
+    tuple of float
+        ``(shortest, longest)``.
+
+    Example
+    -------
+    >>> crop_range(3.0), crop_range([2, 3])
+    ((3.0, 3.0), (2.0, 3.0))
+    """
+    if isinstance(crop_seconds, (int, float)):
+        shortest = longest = float(crop_seconds)
+    else:
+        values = [float(v) for v in crop_seconds]
+        if len(values) != 2:
+            raise ValueError(f"crop_seconds must be a length or [shortest, longest], got {crop_seconds}")
+        shortest, longest = values
+    if not 0 < shortest <= longest:
+        raise ValueError(
+            f"crop_seconds must be positive, with shortest <= longest, got {crop_seconds}"
+        )
+    return shortest, longest
+
+
+def random_batch_crop(wavs, crop_seconds, sample_rate=16000):
+    """Cuts a batch of full-length training crops to one random length in the range.
+
+    The items are random windows already, so their first samples are too; one length
+    per batch keeps it free of padding (relative lengths stay 1).
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]`` crops of the longest length.
+    crop_seconds : float or sequence of two floats
+        As in :func:`crop_range`; a single length leaves the batch as it is.
+    sample_rate : int
+        Rate of the waveforms.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, samples']``, a view of ``wavs``.
+
+    Example
+    -------
+    >>> crops = random_batch_crop(torch.zeros(4, 48000), [2.0, 3.0])
+    >>> 32000 <= crops.shape[1] <= 48000
+    True
+    """
+    shortest, longest = crop_range(crop_seconds)
+    if shortest == longest:
+        return wavs
+    length = int(round(random.uniform(shortest, longest) * sample_rate))
+    return wavs[:, : max(1, min(length, wavs.shape[1]))]
 
 
 class _TrainItemLoader:
@@ -151,8 +218,10 @@ def make_train_dataset(
     ---------
     csv_file : str or os.PathLike
         CSV with ``ID,duration,wav,spk_id`` (any preparation of this package).
-    crop_seconds : float
-        Crop length; shorter files are repeated up to it.
+    crop_seconds : float or sequence of two floats
+        Crop length; shorter files are repeated up to it. For a range ``[shortest,
+        longest]`` the items have the longest length (the training step cuts each
+        batch with :func:`random_batch_crop`).
     speed_perturb : sequence of float or None
         Speed factors; None or (1.0,) for none.
     sample_rate : int
@@ -194,8 +263,7 @@ def make_train_dataset(
     missing = {"duration", "wav", "spk_id"} - set(next(iter(rows.values())))
     if missing:
         raise ValueError(f"{csv_file}: missing column(s) {sorted(missing)}")
-    if crop_seconds <= 0:
-        raise ValueError(f"crop_seconds must be positive, got {crop_seconds}")
+    longest_crop = crop_range(crop_seconds)[1]
     factors = speed_factor_order(speed_perturb)
     # Only the duration is static (for sorting): the other outputs come from the file
     # actually loaded, which may be a replacement.
@@ -215,7 +283,7 @@ def make_train_dataset(
             f"{csv_file}: speakers {sorted(unknown)[:5]} are not in the label encoder "
             f"{label_encoder_file} (prepared from another corpus?)"
         )
-    loader = _TrainItemLoader(rows, crop_seconds, factors, sample_rate, encoder, augment, retries)
+    loader = _TrainItemLoader(rows, longest_crop, factors, sample_rate, encoder, augment, retries)
     dataset.add_dynamic_item(loader, takes="id", provides=["sig", "spk_label", "spk_id"])
     dataset.set_output_keys(["id", "sig", "spk_label", "spk_id"])
     return dataset, encoder, len(encoder) * len(factors)

@@ -1,6 +1,7 @@
 """SpeakerBrain, its learning-rate schedule, crash-safe checkpoints and stage init."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -282,3 +283,19 @@ def sb_stage(name):
     import speechbrain as sb
 
     return getattr(sb.Stage, name)
+
+
+def test_training_batches_are_cut_to_a_random_length_of_the_crop_range():
+    seen = []
+
+    def augment(wavs, wav_lens):
+        seen.append(wavs.shape[1])
+        return wavs
+
+    brain = make_brain(tiny_model(), crop_seconds=[0.1, 0.25], sample_rate=16000, augment=augment)
+    brain.init_optimizers()
+    random.seed(0)
+    for _ in range(6):
+        brain.fit_batch(batch(samples=4000))
+    # Cut before the augmentation, within [1600, 4000] samples, not always the same.
+    assert all(1600 <= n <= 4000 for n in seen) and len(set(seen)) > 1

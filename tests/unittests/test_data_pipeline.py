@@ -11,7 +11,12 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataloader import make_dataloader
 
 from speechbrain_w2vbert_sv.data.corpus import write_csv
-from speechbrain_w2vbert_sv.data.pipeline import make_eval_dataset, make_train_dataset
+from speechbrain_w2vbert_sv.data.pipeline import (
+    crop_range,
+    make_eval_dataset,
+    make_train_dataset,
+    random_batch_crop,
+)
 
 RATE = 16000
 
@@ -45,6 +50,24 @@ def test_crop_is_a_segment_of_the_file(ramp_csv):
         np.testing.assert_allclose(sig, full[start : start + 8000], atol=1e-6)
         starts.add(start)
     assert len(starts) > 1  # a new random position at each fetch
+
+
+def test_crop_range_varies_the_batch_length(ramp_csv):
+    """Items come at the longest crop; each batch is cut to one length in the range."""
+    random.seed(2)
+    data, _, _ = make_train_dataset(ramp_csv, crop_seconds=[0.25, 0.5], speed_perturb=None)
+    batch = torch.stack([data[i]["sig"] for i in range(3)])
+    assert batch.shape == (3, 8000)
+    lengths = set()
+    for _ in range(200):
+        cut = random_batch_crop(batch, [0.25, 0.5], RATE)
+        assert 4000 <= cut.shape[1] <= 8000 and torch.equal(cut, batch[:, : cut.shape[1]])
+        lengths.add(cut.shape[1])
+    assert min(lengths) < 4400 and max(lengths) > 7600  # the whole range is drawn
+    assert random_batch_crop(batch, 0.5, RATE) is batch
+    for bad in ([0.5, 0.25], [0.0, 1.0], [1.0], -1.0):
+        with pytest.raises(ValueError, match="crop_seconds"):
+            crop_range(bad)
 
 
 def test_short_file_is_repeated(ramp_csv):
