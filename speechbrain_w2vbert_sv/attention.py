@@ -132,7 +132,6 @@ def relative_key_attention(
     distance_scores = torch.matmul(
         query, (distance_embeddings.to(query.dtype) * scaling).t()
     )
-    chunk_starts = range(0, query_len, query_chunk_size)
     # Without autograd one template buffer serves every chunk: no allocation
     # per chunk, so no heap growth from many large short-lived blocks.
     buffer = None
@@ -140,7 +139,7 @@ def relative_key_attention(
         rows = min(query_chunk_size, query_len)
         buffer = distance_scores.new_empty(batch * heads * rows * (key_len + rows - 1))
     outputs = []
-    for start in chunk_starts:
+    for start in range(0, query_len, query_chunk_size):
         stop = min(query_len, start + query_chunk_size)
         bias = _chunk_bias(
             distance_scores[:, :, start:stop],

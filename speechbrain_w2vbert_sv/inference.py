@@ -425,12 +425,16 @@ def model_settings(hparams_file, overrides=None):
     settings : dict
         Setting name -> plain value (``w2vbert_source``, ``lora_rank``, sizes...).
     """
-    tree = _read_yaml(hparams_file, overrides)
+    return _model_section(_read_yaml(hparams_file, overrides), hparams_file)
+
+
+def _model_section(tree, source):
+    """``model_settings`` of a parsed training yaml (``source`` names it in errors)."""
     section = tree.get("model") if isinstance(tree, dict) else None
     definition = _system(section) if isinstance(section, dict) else None
     if definition is None:
         raise ValueError(
-            f"{hparams_file}: no `model` section defined by one of hparams/"
+            f"{source}: no `model` section defined by one of hparams/"
             "w2vbert_mfa.yaml, conformer_mfa.yaml, speaker_adaptor.yaml (`model: "
             "!include:.../w2vbert_mfa.yaml`); the export reads the model from there"
         )
@@ -577,7 +581,8 @@ def _run_files(run, hparams_file):
 
 def _export_spec(hparams_file, overrides, keep_lora=False):
     """Definition, settings and extra top-level values of a run's inference model."""
-    definition, settings = model_settings(hparams_file, overrides)
+    tree = _read_yaml(hparams_file, overrides)
+    definition, settings = _model_section(tree, hparams_file)
     extra = {}
     if definition == _DEFAULT_DEFINITION:
         config = encoder_config(settings)
@@ -586,17 +591,16 @@ def _export_spec(hparams_file, overrides, keep_lora=False):
         if keep_lora:
             settings.update(lora)
     elif definition == "speaker_adaptor.yaml":
-        extra = _asr_outputs(hparams_file, overrides)
+        extra = _asr_outputs(tree.get("asr_folder"), hparams_file)
     return definition, settings, extra
 
 
-def _asr_outputs(hparams_file, overrides):
+def _asr_outputs(asr_folder, source):
     """The interface settings of an adaptor run: its ASR model's CTC labels."""
-    asr_folder = _read_yaml(hparams_file, overrides).get("asr_folder")
     labels = pathlib.Path(str(asr_folder)) / "label_encoder.txt"
     if asr_folder is None or not labels.is_file():
         raise ValueError(
-            f"{hparams_file}: the ASR model's label_encoder.txt (asr_folder={asr_folder}) "
+            f"{source}: the ASR model's label_encoder.txt (asr_folder={asr_folder}) "
             "is needed to export a speaker adaptor: its CTC outputs are transcribed"
         )
     encoder = CTCTextEncoder()

@@ -35,9 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import train  # noqa: E402  (recipes/VoxCeleb/train.py)
 import train_asr_ctc  # noqa: E402
 
-from speechbrain_w2vbert_sv.extraction import embed_files  # noqa: E402
-from speechbrain_w2vbert_sv.metrics import verification_metrics  # noqa: E402
-from speechbrain_w2vbert_sv.scoring import cosine_scores, read_trials  # noqa: E402
+from speechbrain_w2vbert_sv.verification import verify_trial_list  # noqa: E402
 
 # name -> (hparams file, description, extra overrides)
 SYSTEMS = {
@@ -87,12 +85,16 @@ def last_epoch_metrics(brain, data_folder):
     ``train.py`` tests the checkpoint with the best validation EER, and its validation
     list is the trial list itself; the last epoch's figure is free of that selection.
     """
-    brain.checkpointer.load_checkpoint(brain.checkpointer.find_checkpoint())
-    trials = read_trials(pathlib.Path(data_folder) / TRIALS_PATH)
-    model = brain.modules.embedding_model
-    embeddings = embed_files(model, trials.paths(data_folder), progress=False)
-    scores = cosine_scores(trials, dict(zip(trials.utterances, embeddings)))
-    metrics = verification_metrics(scores, trials.labels, p_targets=(0.01,))
+    checkpoint = pathlib.Path(brain.checkpointer.find_checkpoint().path)  # the latest
+    results = verify_trial_list(
+        checkpoint,
+        pathlib.Path(data_folder) / TRIALS_PATH,
+        data_folder,
+        checkpoint.parent.parent / "last_epoch",
+        make_plots=False,
+        progress=False,
+    )
+    metrics = results[f"{TRIALS} cosine"]
     return 100.0 * metrics["eer"], metrics["min_dcf@0.01"]
 
 

@@ -4,11 +4,11 @@ Training items are random crops of a fixed length; a file shorter than the crop 
 repeated (wrapped around) up to it, so every crop is real speech with no zero
 padding. A crop range ``[shortest, longest]`` crops items at the longest length and
 each training batch to one random length in the range (:func:`random_batch_crop`):
-varied durations without padding. Speed perturbation changes tempo and pitch together (resampling, like sox
-``speed``); each factor other than 1.0 makes new speaker classes:
-``label = speaker_index + k * num_speakers`` where ``k`` is the factor's position in
-``speed_perturb`` once 1.0 is moved first, so (0.9, 1.0, 1.1) gives 3x the classes
-(k = 0 for 1.0, 1 for 0.9, 2 for 1.1).
+varied durations without padding. Speed perturbation changes tempo and pitch
+together (resampling, like sox ``speed``); each factor other than 1.0 makes new
+speaker classes: ``label = speaker_index + k * num_speakers`` where ``k`` is the
+factor's position in ``speed_perturb`` once 1.0 is moved first, so (0.9, 1.0, 1.1)
+gives 3x the classes (k = 0 for 1.0, 1 for 0.9, 2 for 1.1).
 
 Example
 -------
@@ -101,7 +101,9 @@ def crop_range(crop_seconds):
     else:
         values = [float(v) for v in crop_seconds]
         if len(values) != 2:
-            raise ValueError(f"crop_seconds must be a length or [shortest, longest], got {crop_seconds}")
+            raise ValueError(
+                f"crop_seconds must be a length or [shortest, longest], got {crop_seconds}"
+            )
         shortest, longest = values
     if not 0 < shortest <= longest:
         raise ValueError(
