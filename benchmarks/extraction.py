@@ -33,12 +33,12 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from speechbrain_w2vbert_sv.audio import audio_info, load_audio  # noqa: E402
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone  # noqa: E402
-from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel  # noqa: E402
-from speechbrain_w2vbert_sv.extraction import embed_files, make_batches  # noqa: E402
-from speechbrain_w2vbert_sv.frontend import W2VBertFbank  # noqa: E402
-from speechbrain_w2vbert_sv.heads import MFAHead  # noqa: E402
+from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
+from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.heads import MFAHead  # noqa: E402
 
 
 def _pad(wavs):

@@ -51,7 +51,7 @@ from transformers import SeamlessM4TFeatureExtractor  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from speechbrain_w2vbert_sv.frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
 
 SAMPLE_RATE = 16000
 

@@ -1,5 +1,5 @@
 """Speed and memory of a full-size w2v-BERT 2.0 forward: memory-efficient
-relative-key attention (``speechbrain_w2vbert_sv.attention``) against HF's
+relative-key attention (``speechbrain_w2vbert_sv.lobes.attention``) against HF's
 default forward (``attn_implementation="sdpa"``).
 
 Architecture of ``Wav2Vec2BertConfig()`` (w2v-BERT 2.0, 580.5 M parameters)
@@ -86,7 +86,7 @@ def features(seconds):
 def timed_forward(model, feats, path):
     """Seconds of one forward on ``path`` and its output."""
     import torch
-    from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+    from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 
     enable_memory_efficient_attention(model, enabled=path == "ours")
     with torch.inference_mode():

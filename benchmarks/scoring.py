@@ -56,17 +56,14 @@ from speechbrain.utils.metric_stats import EER, minDCF  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from speechbrain_w2vbert_sv.metrics import (  # noqa: E402
+from speechbrain_w2vbert_sv.scoring.cosine import cosine_scores  # noqa: E402
+from speechbrain_w2vbert_sv.scoring.metrics import (  # noqa: E402
     compute_eer,
     compute_min_dcf,
     verification_metrics,
 )
-from speechbrain_w2vbert_sv.scoring import (  # noqa: E402
-    Trials,
-    adaptive_snorm,
-    cosine_scores,
-    read_trials,
-)
+from speechbrain_w2vbert_sv.scoring.snorm import adaptive_snorm  # noqa: E402
+from speechbrain_w2vbert_sv.scoring.trials import Trials, read_trials  # noqa: E402
 
 VOX1_H_TRIALS = 552_536
 VOX1_O_UTTERANCES = 4_708

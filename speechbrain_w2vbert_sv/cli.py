@@ -68,8 +68,8 @@ def _run_opts(args):
 
 
 def _load(args):
-    from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
-    from speechbrain_w2vbert_sv.inference import load_model
+    from speechbrain_w2vbert_sv.inference.interface import load_model
+    from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 
     model = load_model(args.model, run_opts=_run_opts(args))
     enable_memory_efficient_attention(
@@ -90,8 +90,8 @@ def _batch_kwargs(args):
 
 def embed(args):
     """``embed``: writes the embeddings of files to a .pt or .npz file."""
-    from speechbrain_w2vbert_sv.data.corpus import read_file_list
-    from speechbrain_w2vbert_sv.verification import check_files
+    from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+    from speechbrain_w2vbert_sv.inference.verification import check_files
 
     if not args.output.endswith((".pt", ".npz")):
         raise ValueError(f"--output must end in .pt or .npz, got {args.output}")
@@ -126,8 +126,8 @@ def verify(args):
 
 def score(args):
     """``score``: scores a trial list and prints the results table."""
-    from speechbrain_w2vbert_sv.scoring import format_results_table
-    from speechbrain_w2vbert_sv.verification import verify_trial_list
+    from speechbrain_w2vbert_sv.inference.verification import verify_trial_list
+    from speechbrain_w2vbert_sv.scoring.results import format_results_table
 
     results = verify_trial_list(
         args.model,
@@ -157,7 +157,7 @@ def _override(text):
 
 def export(args):
     """``export``: writes an exported model folder from a training run."""
-    from speechbrain_w2vbert_sv.inference import export_model
+    from speechbrain_w2vbert_sv.inference.export import export_model
 
     out = export_model(
         args.run,
@@ -172,13 +172,13 @@ def export(args):
 
 def onnx(args):
     """``onnx``: exports the backbone and head of a model to an ONNX file."""
-    from speechbrain_w2vbert_sv.onnx_export import export_onnx
+    from speechbrain_w2vbert_sv.inference.onnx import export_onnx
 
     model = _load(args)
     export_onnx(model.mods.embedding_model, args.output)
     print(
         f"wrote {args.output}: (feats [B, T, F], feat_lens [B]) -> embeddings [B, E]; "
-        "features from speechbrain_w2vbert_sv.frontend.W2VBertFbank"
+        "features from speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank"
     )
 
 

@@ -9,32 +9,9 @@ import argparse
 
 import torch
 
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.heads import MFAHead
-
-
-def count_parameters(module, trainable_only=False):
-    """Number of parameters of a module.
-
-    Arguments
-    ---------
-    module : torch.nn.Module
-        The module.
-    trainable_only : bool
-        Count only parameters that require gradients.
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> count_parameters(torch.nn.Linear(3, 2))
-    8
-    """
-    return sum(
-        p.numel() for p in module.parameters() if p.requires_grad or not trainable_only
-    )
+from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.utils import count_parameters
 
 
 def full_size_counts(lora_rank=64, lora_alpha=128):

@@ -1,4 +1,4 @@
-"""Small helpers shared by the lobes."""
+"""Small helpers shared across the package: padding masks, parameter counts."""
 
 import torch
 
@@ -29,3 +29,33 @@ def lengths_to_mask(lengths, max_len):
     abs_lengths = torch.round(lengths.to(torch.float64) * max_len).clamp(min=1)
     frames = torch.arange(max_len, device=lengths.device)
     return frames[None, :] < abs_lengths.to(frames.device)[:, None]
+
+
+def count_parameters(module, trainable_only=False, exclude=()):
+    """Number of parameters of a module.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module.
+    trainable_only : bool
+        Count only parameters that require gradients.
+    exclude : sequence of str
+        Parameter names left out (e.g. ``masked_spec_embed``, which inference never uses).
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> count_parameters(torch.nn.Linear(3, 2))
+    8
+    >>> count_parameters(torch.nn.Linear(3, 2), exclude=("bias",))
+    6
+    """
+    return sum(
+        p.numel()
+        for name, p in module.named_parameters()
+        if (p.requires_grad or not trainable_only) and name not in exclude
+    )

@@ -35,7 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import train  # noqa: E402  (recipes/VoxCeleb/train.py)
 import train_asr_ctc  # noqa: E402
 
-from speechbrain_w2vbert_sv.verification import verify_trial_list  # noqa: E402
+from speechbrain_w2vbert_sv.inference.verification import verify_trial_list  # noqa: E402
 
 # name -> (hparams file, description, extra overrides)
 SYSTEMS = {

@@ -36,15 +36,11 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.brain import (
-    AtomicCheckpointer,
-    init_from_checkpoint,
-    run_save_folder,
-)
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint, run_save_folder
 from speechbrain_w2vbert_sv.data.pipeline import make_train_dataset
-from speechbrain_w2vbert_sv.distillation_pruning import PruningDistillationBrain
-from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
 from speechbrain_w2vbert_sv.pruning import count_encoder_macs
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

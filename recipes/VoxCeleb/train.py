@@ -21,7 +21,6 @@ folder>`` starts from the best checkpoint of a previous stage (see README.md).
 
 import logging
 import pathlib
-import random
 import shutil
 import sys
 
@@ -34,18 +33,19 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_w2vbert_sv.brain import SpeakerBrain, init_from_checkpoint, run_save_folder
+from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
+from speechbrain_w2vbert_sv.training.checkpoints import init_from_checkpoint, run_save_folder
 from speechbrain_w2vbert_sv.data.augmentation import (
     prepare_noise_csv,
     prepare_rir_csv,
     synthesize_rirs,
 )
-from speechbrain_w2vbert_sv.data.corpus import path_to_id, read_csv, trial_list_files, write_csv
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv, write_csv
 from speechbrain_w2vbert_sv.data.generic import prepare_folder_corpus
 from speechbrain_w2vbert_sv.data.pipeline import make_eval_dataset, make_train_dataset
 from speechbrain_w2vbert_sv.data.synthetic import make_synthetic_corpus
 from speechbrain_w2vbert_sv.data.voxceleb import place_trial_lists, prepare_voxceleb
-from speechbrain_w2vbert_sv.scoring import Trials, read_trials
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def prepare_data(hparams):
             if not path.is_file():
                 raise ValueError(f"trial list {path} not found")
             lists[path.name] = path
-        test_files = list(dict.fromkeys(f for t in lists.values() for f in trial_list_files(t)))
+        test_files = list(dict.fromkeys(f for t in lists.values() for f in read_trials(t).files))
         options = {
             "speaker_regex": hparams["speaker_regex"],
             "num_workers": hparams["prep_workers"],
@@ -142,24 +142,6 @@ def prepare_augmentation(hparams):
                 prepare(folders, save, name=name, num_workers=hparams["prep_workers"])
             lists[key] = csv_file
     return lists
-
-
-def subsample_trials(trials, max_utterances, seed):
-    """The trials among a random subset of the utterances (all when it is 0)."""
-    if not max_utterances or max_utterances >= len(trials.utterances):
-        return trials
-    chosen = set(random.Random(seed).sample(range(len(trials.utterances)), max_utterances))
-    keep = [e in chosen and t in chosen for e, t in zip(trials.enroll_index, trials.test_index)]
-    if not any(trials.labels[keep]) or all(trials.labels[keep]):
-        raise ValueError(
-            f"valid_max_utterances={max_utterances} leaves no target or no non-target "
-            f"trial of {trials.source}: raise it"
-        )
-    pick = [i for i, k in enumerate(keep) if k]
-    enroll, test = trials.enroll_ids, trials.test_ids
-    return Trials.from_lists(
-        trials.labels[pick], [enroll[i] for i in pick], [test[i] for i in pick], trials.source
-    )
 
 
 def main(argv):
@@ -211,8 +193,8 @@ def main(argv):
         raise ValueError("--trials must name at least one trial list")
     trials = {name: read_trials(path) for name, path in data["trials"].items()}
     dev_name = next(iter(trials))
-    dev_trials = subsample_trials(
-        trials[dev_name], hparams["valid_max_utterances"], hparams["seed"]
+    dev_trials = trials[dev_name].sample_utterances(
+        hparams["valid_max_utterances"], hparams["seed"]
     )
     test_rows = read_csv(data["test"])
     dev_rows = read_csv(data["dev"]) if data.get("dev") else []

@@ -37,7 +37,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from speechbrain_w2vbert_sv.audio import load_audio  # noqa: E402
+from speechbrain_w2vbert_sv.data.audio import load_audio  # noqa: E402
 from speechbrain_w2vbert_sv.data.generic import prepare_arabic_speech_commands  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ except ImportError:  # run from a source checkout without installation
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_w2vbert_sv.verification import verify_trial_list
+from speechbrain_w2vbert_sv.inference.verification import verify_trial_list
 
 
 def main(argv=None):

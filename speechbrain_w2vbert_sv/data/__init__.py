@@ -2,7 +2,7 @@
 
 Every preparation writes SpeechBrain CSVs with the columns
 ``ID,duration,wav,spk_id[,words],sample_rate,channels`` (see
-:mod:`speechbrain_w2vbert_sv.data.corpus`) and a ``skipped.txt`` report of the files
+:mod:`speechbrain_w2vbert_sv.data.csv_io`) and a ``skipped.txt`` report of the files
 left out, and does nothing when re-run with the same options.
 """
 
@@ -13,14 +13,8 @@ from speechbrain_w2vbert_sv.data.augmentation import (
     reverberate,
     synthesize_rirs,
 )
-from speechbrain_w2vbert_sv.data.corpus import (
-    check_audio_file,
-    check_audio_files,
-    path_to_id,
-    read_csv,
-    read_trial_list,
-    trial_list_files,
-)
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
+from speechbrain_w2vbert_sv.data.file_checks import check_audio_file, check_audio_files
 from speechbrain_w2vbert_sv.data.generic import (
     prepare_arabic_speech_commands,
     prepare_folder_corpus,
@@ -53,8 +47,6 @@ __all__ = [
     "prepare_rir_csv",
     "prepare_voxceleb",
     "read_csv",
-    "read_trial_list",
     "reverberate",
     "synthesize_rirs",
-    "trial_list_files",
 ]

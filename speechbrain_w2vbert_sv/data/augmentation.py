@@ -27,9 +27,10 @@ import numpy as np
 import soundfile
 import torch
 
-from speechbrain_w2vbert_sv.audio import load_audio
-from speechbrain_w2vbert_sv.data.corpus import prepare_entries, read_csv
+from speechbrain_w2vbert_sv.data.audio import load_audio
+from speechbrain_w2vbert_sv.data.csv_io import read_csv
 from speechbrain_w2vbert_sv.data.generic import AUDIO_EXTENSIONS, find_audio_files
+from speechbrain_w2vbert_sv.data.preparation import prepare_entries
 
 
 def _prepare_list(folders, save_folder, name, min_duration, read_samples, num_workers):
@@ -89,7 +90,7 @@ def prepare_noise_csv(
     >>> folder = getfixture("tmp_path") / "noises"
     >>> folder.mkdir()
     >>> soundfile.write(folder / "hum.flac", numpy.zeros(8000), 16000)
-    >>> from speechbrain_w2vbert_sv.data.corpus import read_csv
+    >>> from speechbrain_w2vbert_sv.data.csv_io import read_csv
     >>> read_csv(prepare_noise_csv(folder, folder.parent))[0]["ID"]
     'noises--hum'
     """

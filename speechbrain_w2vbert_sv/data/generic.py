@@ -23,11 +23,11 @@ import os
 import pathlib
 import re
 
-from speechbrain_w2vbert_sv.data.corpus import (
-    DEFAULT_MIN_DURATION,
-    prepare_entries,
+from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+from speechbrain_w2vbert_sv.data.file_checks import DEFAULT_MIN_DURATION
+from speechbrain_w2vbert_sv.data.preparation import (
     preparation_done,
-    read_file_list,
+    prepare_entries,
     save_preparation_options,
 )
 
@@ -109,7 +109,7 @@ def prepare_folder_corpus(
     """Prepares SpeechBrain CSVs for a corpus whose speaker is in the file path.
 
     Writes ``{split}.csv`` (columns ``ID,duration,wav,spk_id[,words],sample_rate,
-    channels``, see :mod:`speechbrain_w2vbert_sv.data.corpus`), ``skipped.txt`` (the
+    channels``, see :mod:`speechbrain_w2vbert_sv.data.csv_io`), ``skipped.txt`` (the
     unusable files with their reason) and ``folder_corpus_options.json`` (a later
     call with the same options and existing CSVs does nothing).
 
@@ -166,7 +166,7 @@ def prepare_folder_corpus(
     ...     for utt in range(3):
     ...         soundfile.write(root / spk / f"{utt}.wav", numpy.zeros(1600), 16000)
     >>> csvs = prepare_folder_corpus(root, root.parent / "save", r"^([^/]+)/")
-    >>> from speechbrain_w2vbert_sv.data.corpus import read_csv
+    >>> from speechbrain_w2vbert_sv.data.csv_io import read_csv
     >>> read_csv(csvs["train"])[0]["ID"], len(read_csv(csvs["train"]))
     ('anna--0', 6)
     """

@@ -27,8 +27,8 @@ import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
 
-from speechbrain_w2vbert_sv.audio import AudioFileError, audio_info, load_audio
-from speechbrain_w2vbert_sv.data.corpus import path_to_id, read_csv, read_file_list
+from speechbrain_w2vbert_sv.data.audio import AudioFileError, audio_info, load_audio
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv, read_file_list
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def make_train_dataset(
     Example
     -------
     >>> import numpy, soundfile
-    >>> from speechbrain_w2vbert_sv.data.corpus import write_csv
+    >>> from speechbrain_w2vbert_sv.data.csv_io import write_csv
     >>> folder = getfixture("tmp_path")
     >>> soundfile.write(folder / "a.wav", numpy.random.randn(8000) * 0.1, 16000)
     >>> row = {"ID": "a", "duration": 0.5, "wav": folder / "a.wav", "spk_id": "s1"}
@@ -296,15 +296,15 @@ def make_eval_dataset(source, data_folder=None, sample_rate=16000):
 
     Outputs: ``id``, ``sig`` (whole waveform at ``sample_rate``) and ``duration``
     (seconds). A file that cannot be loaded raises
-    :class:`~speechbrain_w2vbert_sv.audio.AudioFileError` naming it.
+    :class:`~speechbrain_w2vbert_sv.data.audio.AudioFileError` naming it.
 
     Arguments
     ---------
     source : str, os.PathLike or list of str
         A CSV (``ID,duration,wav``, e.g. a prepared ``test.csv``), or files: a list
         of paths, a text file of paths (one a line) or a trial list's
-        :func:`~speechbrain_w2vbert_sv.data.corpus.trial_list_files`. Files get
-        the ID :func:`~speechbrain_w2vbert_sv.data.corpus.path_to_id` of their
+        :attr:`~speechbrain_w2vbert_sv.scoring.trials.Trials.files`. Files get
+        the ID :func:`~speechbrain_w2vbert_sv.data.csv_io.path_to_id` of their
         path relative to ``data_folder``, as written in trial lists.
     data_folder : str or os.PathLike, optional
         Root of relative file paths.
@@ -324,7 +324,7 @@ def make_eval_dataset(source, data_folder=None, sample_rate=16000):
     >>> make_eval_dataset(["spk1/u1.wav"], data_folder=folder)
     Traceback (most recent call last):
     ...
-    speechbrain_w2vbert_sv.audio.AudioFileError: .../spk1/u1.wav: missing file
+    speechbrain_w2vbert_sv.data.audio.AudioFileError: .../spk1/u1.wav: missing file
     >>> data = make_eval_dataset(["spk1/u1.flac"], data_folder=folder)
     >>> data[0]["id"], data[0]["sig"].shape, data[0]["duration"]
     ('spk1--u1', torch.Size([8000]), 0.5)

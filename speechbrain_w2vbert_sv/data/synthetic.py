@@ -32,13 +32,13 @@ import numpy
 import scipy.signal
 import soundfile
 
-from speechbrain_w2vbert_sv.audio import AudioInfo
-from speechbrain_w2vbert_sv.data.corpus import (
+from speechbrain_w2vbert_sv.data.audio import AudioInfo
+from speechbrain_w2vbert_sv.data.csv_io import write_csv
+from speechbrain_w2vbert_sv.data.preparation import (
     build_rows,
     preparation_done,
     save_preparation_options,
     split_dev,
-    write_csv,
 )
 
 logger = logging.getLogger(__name__)

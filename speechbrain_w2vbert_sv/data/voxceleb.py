@@ -10,7 +10,7 @@ whatever lies above them, so both official layouts work:
   sit next to the m4a files or in a separate tree.
 
 The ID of ``id10270/x6uYqmx31kE/00001.wav`` is ``id10270--x6uYqmx31kE--00001``
-(:func:`~speechbrain_w2vbert_sv.data.corpus.path_to_id` of the path written in the
+(:func:`~speechbrain_w2vbert_sv.data.csv_io.path_to_id` of the path written in the
 trial lists). Speakers of the chosen verification list(s) never enter ``train``.
 
 Example
@@ -28,15 +28,15 @@ import re
 import shutil
 import subprocess
 
-from speechbrain_w2vbert_sv.audio import COMPRESSED_SUFFIXES
-from speechbrain_w2vbert_sv.data.corpus import (
-    DEFAULT_MIN_DURATION,
-    path_to_id,
-    prepare_entries,
+from speechbrain_w2vbert_sv.data.audio import COMPRESSED_SUFFIXES
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id
+from speechbrain_w2vbert_sv.data.file_checks import DEFAULT_MIN_DURATION
+from speechbrain_w2vbert_sv.data.preparation import (
     preparation_done,
+    prepare_entries,
     save_preparation_options,
-    trial_list_files,
 )
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def trial_list_speakers(trial_list):
     >>> sorted(trial_list_speakers(path))
     ['id1', 'id2']
     """
-    return {rel.split("/")[0] for rel in trial_list_files(trial_list)}
+    return {rel.split("/")[0] for rel in read_trials(trial_list).utterances}
 
 
 def place_trial_lists(source_folder, save_folder, names=None):
@@ -302,7 +302,7 @@ def prepare_voxceleb(
     if "test" in splits:
         test_entries = {}
         for trial_list in lists:
-            for rel in trial_list_files(trial_list):
+            for rel in read_trials(trial_list).files:
                 found = by_id.get(path_to_id(rel))
                 if found is None:
                     missing.setdefault(rel, f"missing file (used by {trial_list})")

@@ -29,7 +29,11 @@ from .pruned_model import (
     HeadlessSelfAttention,
     PrunedWav2Vec2BertConfig,
     PrunedWav2Vec2BertModel,
+    register_auto_classes,
 )
+
+# Users load saved pruned encoders with transformers' Auto classes after importing us.
+register_auto_classes()
 
 __all__ = [
     "FRAMES_PER_SECOND",
@@ -47,4 +51,5 @@ __all__ = [
     "full_layer_keep",
     "glu_rows",
     "materialize",
+    "register_auto_classes",
 ]

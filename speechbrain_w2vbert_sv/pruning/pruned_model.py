@@ -234,8 +234,8 @@ class PrunedWav2Vec2BertModel(Wav2Vec2BertModel):
 
     Built by ``GatedWav2Vec2Bert.materialize()``, saved with
     ``save_pretrained`` and reloaded with ``from_pretrained`` or
-    ``transformers.AutoModel.from_pretrained`` (registered on import of
-    ``speechbrain_w2vbert_sv.pruning``). Constructing it from a config gives
+    ``transformers.AutoModel.from_pretrained`` (see :func:`register_auto_classes`; the
+    ``speechbrain_w2vbert_sv.pruning`` package registers it when imported). Constructing it from a config gives
     HF's random initialisation.
 
     Arguments
@@ -287,5 +287,10 @@ class PrunedWav2Vec2BertModel(Wav2Vec2BertModel):
             super()._init_weights(module)
 
 
-AutoConfig.register(PrunedWav2Vec2BertConfig.model_type, PrunedWav2Vec2BertConfig, exist_ok=True)
-AutoModel.register(PrunedWav2Vec2BertConfig, PrunedWav2Vec2BertModel, exist_ok=True)
+def register_auto_classes():
+    """Registers the pruned config and model with transformers' ``AutoConfig`` and
+    ``AutoModel``, so that a saved pruned encoder loads like any other (idempotent)."""
+    AutoConfig.register(
+        PrunedWav2Vec2BertConfig.model_type, PrunedWav2Vec2BertConfig, exist_ok=True
+    )
+    AutoModel.register(PrunedWav2Vec2BertConfig, PrunedWav2Vec2BertModel, exist_ok=True)

@@ -10,10 +10,11 @@ import pathlib
 
 import torch
 
-from speechbrain_w2vbert_sv.audio import load_audio
-from speechbrain_w2vbert_sv.distillation import ConformerDistillationBrain
-from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition, export_model, load_model
-from speechbrain_w2vbert_sv.speaker_adaptor import ASRSpeakerRecognition
+from speechbrain_w2vbert_sv.data.audio import load_audio
+from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillationBrain
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
+from speechbrain_w2vbert_sv.inference.export import export_model
+from speechbrain_w2vbert_sv.inference.interface import ASRSpeakerRecognition
 
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
 # debug_persistently: checkpoints in the output folder, for the exports.

@@ -89,7 +89,7 @@ def test_materialised_model_matches_the_gates(pruned_run):
     """Size = the gates' deterministic prediction, smaller than the teacher; hidden
     states = those of the gated model in eval mode."""
     tmp, _ = pruned_run
-    from speechbrain_w2vbert_sv.brain import AtomicCheckpointer, init_from_checkpoint
+    from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint
     from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert
 
     hparams = stage2_model(tmp)
@@ -123,7 +123,7 @@ def test_pruned_checkpoint_loads_in_the_speaker_model(pruned_run):
     """The exported folder + checkpoint build the training recipe's model: pruned
     encoder, the teacher's head; the training recipe fine-tunes it."""
     tmp, _ = pruned_run
-    from speechbrain_w2vbert_sv.brain import init_from_checkpoint
+    from speechbrain_w2vbert_sv.training.checkpoints import init_from_checkpoint
 
     for name in ("pruned", "distilled"):
         folder = tmp / "prune" / name

@@ -267,11 +267,7 @@ def test_stage_two_starts_from_stage_one_with_lora_merged(tmp_path):
     stage-2 model starts with the stage-1 model's embeddings and classifier."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_w2vbert_sv.brain import (
-        AtomicCheckpointer,
-        best_checkpoint,
-        init_from_checkpoint,
-    )
+    from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, best_checkpoint, init_from_checkpoint
 
     hparams = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams"
     stage1 = tmp_path / "stage1"

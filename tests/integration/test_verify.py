@@ -6,8 +6,9 @@ import pathlib
 
 import pytest
 
-from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition, export_model
-from speechbrain_w2vbert_sv.scoring import read_scores
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition
+from speechbrain_w2vbert_sv.inference.export import export_model
+from speechbrain_w2vbert_sv.scoring.trials import read_scores
 from tests.unittests.test_inference import make_training_run
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -9,11 +9,7 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
     Wav2Vec2BertSelfAttention,
 )
 
-from speechbrain_w2vbert_sv.attention import (
-    MemoryEfficientWav2Vec2BertSelfAttention,
-    enable_memory_efficient_attention,
-    relative_key_attention,
-)
+from speechbrain_w2vbert_sv.lobes.attention import MemoryEfficientWav2Vec2BertSelfAttention, enable_memory_efficient_attention, relative_key_attention
 
 LEFT, RIGHT = 8, 4
 # Shorter than the clamp range, equal to the band width, and several times longer.

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 import torch
 
-from speechbrain_w2vbert_sv.audio import AudioFileError, audio_info, load_audio
+from speechbrain_w2vbert_sv.data.audio import AudioFileError, audio_info, load_audio
 
 
 @pytest.fixture

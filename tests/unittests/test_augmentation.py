@@ -6,7 +6,7 @@ import scipy.signal
 import soundfile
 import torch
 
-from speechbrain_w2vbert_sv.audio import load_audio
+from speechbrain_w2vbert_sv.data.audio import load_audio
 from speechbrain_w2vbert_sv.data.augmentation import (
     RandomAugment,
     prepare_noise_csv,
@@ -14,7 +14,7 @@ from speechbrain_w2vbert_sv.data.augmentation import (
     reverberate,
     synthesize_rirs,
 )
-from speechbrain_w2vbert_sv.data.corpus import read_csv
+from speechbrain_w2vbert_sv.data.csv_io import read_csv
 
 
 @pytest.fixture(scope="module")

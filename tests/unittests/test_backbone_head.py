@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.heads import AttentiveStatisticsPooling, MFAHead
-from speechbrain_w2vbert_sv.losses import AAMSoftmaxLoss
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.lobes.heads import AttentiveStatisticsPooling, MFAHead
+from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
 
 SMALL = {
     "hidden_size": 32,

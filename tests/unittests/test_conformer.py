@@ -20,20 +20,13 @@ from speechbrain.nnet.linear import Linear
 from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechbrain_w2vbert_sv.audio import load_audio
-from speechbrain_w2vbert_sv.backbones.conformer import (
-    ConformerBackbone,
-    ConformerCTC,
-    ConformerFbank,
-    load_asr_checkpoint,
-)
-from speechbrain_w2vbert_sv.distillation import (
-    ConformerDistillationBrain,
-    MultiTaskSpeakerModel,
-    ctc_posterior_kl,
-)
-from speechbrain_w2vbert_sv.heads import MFAHead
-from speechbrain_w2vbert_sv.speaker_adaptor import SpeakerAdaptorModel
+from speechbrain_w2vbert_sv.data.audio import load_audio
+from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC, load_asr_checkpoint
+from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillationBrain, MultiTaskSpeakerModel, ctc_posterior_kl
+from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+from speechbrain_w2vbert_sv.lobes.speaker_adaptor import SpeakerAdaptorModel
 
 N_MELS, VOCAB = 40, 7
 ENCODER = dict(d_model=32, nhead=4, d_ffn=64, kernel_size=7)
@@ -272,7 +265,7 @@ def test_distillation_with_transcripts_uses_ctc_on_the_words(tmp_path):
     from speechbrain.dataio.encoder import CTCTextEncoder
     from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 
-    from speechbrain_w2vbert_sv.losses import AAMSoftmaxLoss
+    from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
 
     encoder = CTCTextEncoder()
     encoder.update_from_iterable(["yes", "no", "up", "down", "left", "right"], sequence_input=False)

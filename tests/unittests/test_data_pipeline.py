@@ -10,7 +10,7 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataloader import make_dataloader
 
-from speechbrain_w2vbert_sv.data.corpus import write_csv
+from speechbrain_w2vbert_sv.data.csv_io import write_csv
 from speechbrain_w2vbert_sv.data.pipeline import (
     crop_range,
     make_eval_dataset,

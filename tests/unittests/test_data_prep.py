@@ -9,7 +9,8 @@ import pytest
 import soundfile
 
 from speechbrain_w2vbert_sv.data import corpus
-from speechbrain_w2vbert_sv.data.corpus import path_to_id, read_csv, trial_list_files
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.data.generic import (
     prepare_arabic_speech_commands,
     prepare_folder_corpus,
@@ -137,8 +138,8 @@ def test_arabic_speech_commands_layout(shared_data, tmp_path):
     assert len({r["words"] for r in train}) == 40
     assert all(r["words"] in r["wav"] for r in train[:50])
     # The dataset's trial list addresses exactly the prepared test utterances.
-    trial_ids = {path_to_id(f) for f in trial_list_files(
-        data_folder / "trials/val_speakers_text_independent.txt")}  # fmt: skip
+    trial_ids = {path_to_id(f) for f in read_trials(
+        data_folder / "trials/val_speakers_text_independent.txt").files}  # fmt: skip
     assert trial_ids <= {r["ID"] for r in test}
     assert (tmp_path / "skipped.txt").read_text().count("\n") == 1  # header only
 
@@ -154,7 +155,7 @@ def test_fsdd_layout(shared_data, tmp_path):
     row = next(r for r in test if r["ID"] == "recordings--7_george_3")
     assert (row["spk_id"], row["words"]) == ("george", "seven")
     trials = data_folder / "trials/test_part_balanced.txt"
-    trial_ids = {path_to_id(f) for f in trial_list_files(trials)}
+    trial_ids = {path_to_id(f) for f in read_trials(trials).files}
     assert trial_ids <= {r["ID"] for r in test}
 
 

@@ -7,11 +7,12 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.brain import AtomicCheckpointer
-from speechbrain_w2vbert_sv.distillation import feature_distillation_loss
-from speechbrain_w2vbert_sv.distillation_pruning import PruningDistillationBrain, hidden_states
-from speechbrain_w2vbert_sv.frontend import W2VBertFbank
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer
+from speechbrain_w2vbert_sv.training.asr_distillation import feature_distillation_loss
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import encoder_hidden_states
+from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
 from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert, LagrangianSparsityController
 
 CONFIG = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -117,6 +118,6 @@ def test_hidden_states_of_a_gated_model_equal_those_of_its_materialisation():
             gates.log_alpha[::2] = -10.0  # half the units removed
     feats, lengths = torch.randn(2, 9, 160), torch.tensor([1.0, 0.5])
     with torch.no_grad():
-        expected = hidden_states(gated, feats, lengths)
-        got = hidden_states(gated.materialize().eval(), feats, lengths)
+        expected = encoder_hidden_states(gated, feats, lengths)
+        got = encoder_hidden_states(gated.materialize().eval(), feats, lengths)
     torch.testing.assert_close(got[:, 0], expected[:, 0], atol=1e-5, rtol=0)

@@ -5,12 +5,12 @@ import pytest
 import soundfile
 import torch
 
-from speechbrain_w2vbert_sv.audio import AudioFileError
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.extraction import embed_files, make_batches
-from speechbrain_w2vbert_sv.frontend import W2VBertFbank
-from speechbrain_w2vbert_sv.heads import MFAHead
+from speechbrain_w2vbert_sv.data.audio import AudioFileError
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_batched_extraction_equals_one_file_at_a_time(tiny_model, audio_files):
     assert batched.shape == (len(paths), 16) and batched.dtype == torch.float32
     assert torch.equal(batched[-2:], batched[:2])
 
-    from speechbrain_w2vbert_sv.audio import load_audio
+    from speechbrain_w2vbert_sv.data.audio import load_audio
 
     with torch.no_grad():
         singles = torch.cat([tiny_model(load_audio(p)[None]).reshape(1, -1) for p in audio_files])

@@ -15,15 +15,12 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
     Wav2Vec2BertSelfAttention,
 )
 
-from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
-from speechbrain_w2vbert_sv.brain import AtomicCheckpointer
+from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer
 from speechbrain_w2vbert_sv.cli import main as cli_main
-from speechbrain_w2vbert_sv.inference import (
-    W2VBertSpeakerRecognition,
-    export_model,
-    load_model,
-    model_settings,
-)
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
+from speechbrain_w2vbert_sv.inference.export import export_model
+from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
 
 MODEL_YAML = pathlib.Path(__file__).resolve().parents[2] / "hparams" / "w2vbert_mfa.yaml"
 

@@ -2,8 +2,8 @@
 
 ``tests/data/legacy_exports`` holds tiny folders written before the package was split
 into ``lobes/``, ``training/``, ``scoring/`` and ``inference/``: their
-``hyperparams.yaml`` names the old module paths (``speechbrain_w2vbert_sv.heads.MFAHead``,
-``speechbrain_w2vbert_sv.frontend.W2VBertFbank``, ...), and ``expected_embeddings.pt``
+``hyperparams.yaml`` names the old module paths (``speechbrain_w2vbert_sv.lobes.heads.MFAHead``,
+``speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank``, ...), and ``expected_embeddings.pt``
 holds the embeddings that version computed for ``inputs.pt``.
 """
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 
-from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition, load_model
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
 
 LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy_exports"
 

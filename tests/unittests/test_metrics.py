@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.metrics import (
-    compute_act_dcf,
-    compute_cllr,
-    compute_eer,
-    compute_min_dcf,
-    det_curve,
-    verification_metrics,
-)
+from speechbrain_w2vbert_sv.scoring.metrics import compute_act_dcf, compute_cllr, compute_eer, compute_min_dcf, det_curve, verification_metrics
 
 
 def brute_force_points(scores, labels):

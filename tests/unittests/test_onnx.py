@@ -3,20 +3,17 @@
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.attention import (
-    MemoryEfficientWav2Vec2BertSelfAttention,
-    enable_memory_efficient_attention,
-)
-from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.extraction import embed_files
-from speechbrain_w2vbert_sv.frontend import W2VBertFbank
-from speechbrain_w2vbert_sv.heads import MFAHead
+from speechbrain_w2vbert_sv.lobes.attention import MemoryEfficientWav2Vec2BertSelfAttention, enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.inference.extraction import embed_files
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
 pytest.importorskip("onnxscript", reason="onnxscript not installed (torch's ONNX exporter needs it)")
 
-from speechbrain_w2vbert_sv.onnx_export import ONNXEmbeddingModel, export_onnx  # noqa: E402
+from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel, export_onnx  # noqa: E402
 
 
 def test_onnx_matches_pytorch_for_any_batch_and_length(tmp_path):

@@ -16,7 +16,7 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
     Wav2Vec2BertSelfAttention,
 )
 
-from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 from speechbrain_w2vbert_sv.pruning import (
     GROUPS,
     EmptyConvolutionModule,

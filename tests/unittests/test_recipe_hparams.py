@@ -8,7 +8,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
-from speechbrain_w2vbert_sv.heads import LayerSumHead, MFAHead
+from speechbrain_w2vbert_sv.lobes.heads import LayerSumHead, MFAHead
 from tests.conftest import REPO_ROOT
 
 HPARAMS = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams"

@@ -9,25 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.metrics import compute_act_dcf, compute_cllr, compute_min_dcf
-from speechbrain_w2vbert_sv.plots import plot_det, plot_score_histogram
-from speechbrain_w2vbert_sv.scoring import (
-    QMFCalibrator,
-    Trials,
-    adaptive_snorm,
-    cohort_statistics,
-    cosine_scores,
-    embedding_matrix,
-    evaluate,
-    format_results_table,
-    mean_embedding,
-    qmf_features,
-    quality_measures,
-    read_scores,
-    read_trials,
-    write_results_table,
-    write_scores,
-)
+from speechbrain_w2vbert_sv.scoring.metrics import compute_act_dcf, compute_cllr, compute_min_dcf
+from speechbrain_w2vbert_sv.scoring.plots import plot_det, plot_score_histogram
+from speechbrain_w2vbert_sv.scoring.calibration import QMFCalibrator, qmf_features, quality_measures
+from speechbrain_w2vbert_sv.scoring.trials import Trials, read_scores, read_trials, write_scores
+from speechbrain_w2vbert_sv.scoring.snorm import adaptive_snorm, cohort_statistics
+from speechbrain_w2vbert_sv.scoring.cosine import cosine_scores, embedding_matrix, mean_embedding
+from speechbrain_w2vbert_sv.scoring.results import evaluate, format_results_table, write_results_table
 
 LIST_TEXT = (
     "1 id1/a/00001.wav id1/b/00002.wav\n"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from speechbrain_w2vbert_sv.data.corpus import path_to_id, read_csv, read_trial_list
+from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.data.synthetic import make_synthetic_corpus, speaker_voice
 
 
@@ -48,7 +49,8 @@ def test_layout_and_csvs(corpus):
 
 
 def test_trials_are_held_out_and_balanced(corpus):
-    trials = read_trial_list(corpus["trials"])
+    parsed = read_trials(corpus["trials"])
+    trials = list(zip(parsed.labels.tolist(), parsed.enroll_ids, parsed.test_ids))
     test_ids = {r["ID"] for r in read_csv(corpus["test"])}
     labels = [label for label, _, _ in trials]
     assert labels.count(1) == 5 * 20 * 19 // 2 == labels.count(0)
@@ -101,7 +103,8 @@ def test_speakers_separable_by_pitch_but_not_trivially(corpus):
         # The pitch contour declines by 15 % over an utterance: its median is ~7 % low.
         assert abs(np.median(values) / target - 0.93) < 0.1
     scores, labels = [], []
-    for label, enroll, test_file in read_trial_list(corpus["trials"]):
+    trials = read_trials(corpus["trials"])
+    for label, enroll, test_file in zip(trials.labels.tolist(), trials.enroll_ids, trials.test_ids):
         scores.append(-abs(f0[path_to_id(enroll)] - f0[path_to_id(test_file)]))
         labels.append(label)
     eer = _eer(scores, labels)

@@ -14,7 +14,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModel, Wav2Vec2BertConfig
 
 # Registers the pruned model with AutoConfig/AutoModel, so pruned folders and configs load.
-import speechbrain_w2vbert_sv.pruning  # noqa: F401
+from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def build_w2vbert_config(config):
     if isinstance(config, dict):
         config = dict(config)
         model_type = config.pop("model_type", Wav2Vec2BertConfig.model_type)
+        register_auto_classes()  # a pruned model's config names its registered type
         config = AutoConfig.for_model(model_type, **config)
     else:
         config = copy.deepcopy(config)
@@ -69,9 +70,40 @@ def load_w2vbert(source, cache_dir=None):
     transformers.Wav2Vec2BertModel
         The model, with layerdrop and SpecAugment masking turned off.
     """
+    register_auto_classes()  # a saved pruned encoder loads through AutoModel too
     config = build_w2vbert_config(AutoConfig.from_pretrained(source, cache_dir=cache_dir))
-    # AutoModel also resolves the pruned model class registered by the pruning package.
     return AutoModel.from_pretrained(source, config=config, cache_dir=cache_dir)
+
+
+def encoder_hidden_states(model, feats, lengths):
+    """All hidden states of an HF ``Wav2Vec2BertModel`` (or a gated/pruned one).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        ``Wav2Vec2BertModel``, ``PrunedWav2Vec2BertModel`` or ``GatedWav2Vec2Bert``.
+    feats : torch.Tensor
+        Features ``[B, T, F]``.
+    lengths : torch.Tensor
+        Relative lengths ``[B]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[L + 1, B, T, D]``: the feature projection output then each layer's output.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2BertModel
+    >>> model = Wav2Vec2BertModel(build_w2vbert_config({"hidden_size": 16,
+    ...     "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 32,
+    ...     "feature_projection_input_dim": 8, "conv_depthwise_kernel_size": 3})).eval()
+    >>> encoder_hidden_states(model, torch.randn(2, 5, 8), torch.tensor([1.0, 0.6])).shape
+    torch.Size([3, 2, 5, 16])
+    """
+    mask = lengths_to_mask(lengths, feats.shape[1]).long()
+    out = model(feats, attention_mask=mask, output_hidden_states=True)
+    return torch.stack(out.hidden_states)
 
 
 class W2VBertBackbone(torch.nn.Module):
@@ -255,10 +287,7 @@ class W2VBertBackbone(torch.nn.Module):
         """
         if lengths is None:
             lengths = torch.ones(feats.shape[0], device=feats.device)
-        attention_mask = lengths_to_mask(lengths, feats.shape[1]).long()
         no_grad = self.freeze and not self.has_lora
         with torch.set_grad_enabled(torch.is_grad_enabled() and not no_grad):
-            out = self.model(
-                feats, attention_mask=attention_mask, output_hidden_states=True
-            )
-        return torch.stack(out.hidden_states), lengths
+            hidden = encoder_hidden_states(self.model, feats, lengths)
+        return hidden, lengths

@@ -10,7 +10,7 @@ Authors
 import numpy as np
 import torch
 
-from speechbrain_w2vbert_sv.metrics import check_scores_labels, det_curve
+from speechbrain_w2vbert_sv.scoring.metrics import check_scores_labels, det_curve
 
 _DET_TICKS = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,

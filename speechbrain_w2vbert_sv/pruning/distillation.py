@@ -3,7 +3,7 @@
 :class:`PruningDistillationBrain` trains a student encoder to reproduce every hidden
 state of a frozen teacher (a trained speaker model's backbone): the loss is the L1
 distance plus the cosine distance, averaged over all ``L + 1`` hidden states and the
-valid frames (:func:`~speechbrain_w2vbert_sv.distillation.feature_distillation_loss`).
+valid frames (:func:`~speechbrain_w2vbert_sv.training.asr_distillation.feature_distillation_loss`).
 
 - With pruning (the student is a :class:`~speechbrain_w2vbert_sv.pruning.
   GatedWav2Vec2Bert`), the Lagrangian sparsity term of a
@@ -22,8 +22,8 @@ Example
 -------
 >>> import copy
 >>> from speechbrain.dataio.batch import PaddedBatch
->>> from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
->>> from speechbrain_w2vbert_sv.frontend import W2VBertFbank
+>>> from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+>>> from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
 >>> from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert, LagrangianSparsityController
 >>> teacher = W2VBertBackbone(config={"hidden_size": 16, "num_hidden_layers": 2,
 ...     "num_attention_heads": 4, "intermediate_size": 32, "conv_depthwise_kernel_size": 3})
@@ -50,43 +50,11 @@ True
 import speechbrain as sb
 import torch
 
-from speechbrain_w2vbert_sv.brain import _unwrap
-from speechbrain_w2vbert_sv.distillation import feature_distillation_loss
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import encoder_hidden_states
 from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert
-from speechbrain_w2vbert_sv.utils import lengths_to_mask
-
-
-
-def hidden_states(model, feats, lengths):
-    """All hidden states of an HF ``Wav2Vec2BertModel`` (or a gated/pruned one).
-
-    Arguments
-    ---------
-    model : torch.nn.Module
-        ``Wav2Vec2BertModel``, ``PrunedWav2Vec2BertModel`` or ``GatedWav2Vec2Bert``.
-    feats : torch.Tensor
-        Features ``[B, T, F]``.
-    lengths : torch.Tensor
-        Relative lengths ``[B]``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[L + 1, B, T, D]``.
-
-    Example
-    -------
-    >>> from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
-    >>> model = Wav2Vec2BertModel(Wav2Vec2BertConfig(hidden_size=16,
-    ...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-    ...     feature_projection_input_dim=8, conv_depthwise_kernel_size=3,
-    ...     mask_time_prob=0.0)).eval()
-    >>> hidden_states(model, torch.randn(2, 5, 8), torch.tensor([1.0, 0.6])).shape
-    torch.Size([3, 2, 5, 16])
-    """
-    mask = lengths_to_mask(lengths, feats.shape[1]).long()
-    out = model(feats, attention_mask=mask, output_hidden_states=True)
-    return torch.stack(out.hidden_states)
+from speechbrain_w2vbert_sv.training.asr_distillation import feature_distillation_loss
+from speechbrain_w2vbert_sv.training.checkpoints import unwrap_module
+from speechbrain_w2vbert_sv.training.optimizers import build_optimizers, learning_rates
 
 
 class PruningDistillationBrain(sb.Brain):
@@ -121,7 +89,7 @@ class PruningDistillationBrain(sb.Brain):
         with torch.no_grad():
             feats, lengths = self.hparams.frontend(wavs, wav_lens)
             teacher, _ = self.hparams.teacher_encoder(feats, lengths)
-        return hidden_states(self.modules["student"], feats, lengths), teacher, lengths
+        return encoder_hidden_states(self.modules["student"], feats, lengths), teacher, lengths
 
     def compute_objectives(self, predictions, batch, stage):
         """Distillation loss (+ the Lagrangian sparsity term when pruning)."""
@@ -130,14 +98,14 @@ class PruningDistillationBrain(sb.Brain):
         self.stats["distillation"] += loss.item()
         self.stats["batches"] += 1
         if self.pruning and stage == sb.Stage.TRAIN:
-            sparsity = _unwrap(self.modules["student"]).expected_sparsity()
+            sparsity = unwrap_module(self.modules["student"]).expected_sparsity()
             loss = loss + self.modules["controller"](sparsity, self.optimizer_step)
             self.stats["expected_sparsity"] = sparsity.detach().item()
         return loss
 
     def init_optimizers(self):
         """One optimizer each for the weights, the gates and the multipliers."""
-        student = _unwrap(self.modules["student"])
+        student = unwrap_module(self.modules["student"])
         if self.pruning:
             gates = student.gate_parameters()
             gate_ids = {id(p) for p in gates}
@@ -148,7 +116,7 @@ class PruningDistillationBrain(sb.Brain):
                 ),
                 "gates_optimizer": (gates, self.hparams.gates_opt_class),
                 "lambdas_optimizer": (
-                    list(_unwrap(self.modules["controller"]).parameters()),
+                    list(unwrap_module(self.modules["controller"]).parameters()),
                     self.hparams.lambdas_opt_class,
                 ),
             }
@@ -156,11 +124,7 @@ class PruningDistillationBrain(sb.Brain):
             groups = {
                 "weights_optimizer": (list(student.parameters()), self.hparams.weights_opt_class)
             }
-        self.optimizers_dict = {}
-        for name, (params, opt_class) in groups.items():
-            self.optimizers_dict[name] = opt_class([p for p in params if p.requires_grad])
-            if self.checkpointer is not None:
-                self.checkpointer.add_recoverable(name, self.optimizers_dict[name])
+        self.optimizers_dict = build_optimizers(groups, self.checkpointer)
 
     def _reset_stats(self):
         self.stats = {"distillation": 0.0, "batches": 0}
@@ -179,8 +143,8 @@ class PruningDistillationBrain(sb.Brain):
         """
         stats = {"distillation": self.stats["distillation"] / max(1, self.stats["batches"])}
         if self.pruning:
-            student = _unwrap(self.modules["student"])
-            controller = _unwrap(self.modules["controller"])
+            student = unwrap_module(self.modules["student"])
+            controller = unwrap_module(self.modules["controller"])
             with torch.no_grad():
                 stats.update(
                     expected_sparsity=float(student.expected_sparsity()),
@@ -198,11 +162,10 @@ class PruningDistillationBrain(sb.Brain):
         stats = {"loss": stage_loss, **self.summary()}
         train_logger = getattr(self.hparams, "train_logger", None)
         if train_logger is not None:
-            lrs = {
-                name.replace("optimizer", "lr"): opt.param_groups[0]["lr"]
-                for name, opt in self.optimizers_dict.items()
-            }
-            train_logger.log_stats(stats_meta={"epoch": epoch, **lrs}, train_stats=stats)
+            train_logger.log_stats(
+                stats_meta={"epoch": epoch, **learning_rates(self.optimizers_dict)},
+                train_stats=stats,
+            )
         if self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(meta={"loss": float(stage_loss)})
 

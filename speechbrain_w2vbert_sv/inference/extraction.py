@@ -24,7 +24,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from speechbrain_w2vbert_sv.audio import audio_info, load_audio
+from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def embed_files(
 
     Raises
     ------
-    speechbrain_w2vbert_sv.audio.AudioFileError
+    speechbrain_w2vbert_sv.data.audio.AudioFileError
         A file that cannot be read (naming it).
     """
     paths = [os.fspath(p) for p in paths]

@@ -20,9 +20,9 @@ class SpeakerEmbeddingModel(torch.nn.Module):
 
     Example
     -------
-    >>> from speechbrain_w2vbert_sv.frontend import W2VBertFbank
-    >>> from speechbrain_w2vbert_sv.backbones.w2vbert import W2VBertBackbone
-    >>> from speechbrain_w2vbert_sv.heads import MFAHead
+    >>> from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+    >>> from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
     >>> model = SpeakerEmbeddingModel(
     ...     frontend=W2VBertFbank(),
     ...     backbone=W2VBertBackbone(config={

@@ -9,7 +9,6 @@ writes the scores of each system, a results table (EER, minDCF at p_target 0.01 
 """
 
 import csv
-import gzip
 import json
 import logging
 import os
@@ -19,30 +18,23 @@ import numpy as np
 import torch
 
 from speechbrain_w2vbert_sv import plots, scoring
-from speechbrain_w2vbert_sv.attention import enable_memory_efficient_attention
-from speechbrain_w2vbert_sv.data.corpus import (
+from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+from speechbrain_w2vbert_sv.data.file_checks import (
     DEFAULT_MIN_DURATION,
     check_audio_files,
-    read_file_list,
 )
-from speechbrain_w2vbert_sv.inference import load_model
-from speechbrain_w2vbert_sv.metrics import compute_act_dcf, compute_cllr, det_curve
+from speechbrain_w2vbert_sv.inference.interface import load_model
+from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.scoring.metrics import (
+    compute_act_dcf,
+    compute_cllr,
+    det_curve,
+)
 
 logger = logging.getLogger(__name__)
 
 # How many offending lines or files an error message lists.
 MAX_REPORTED = 10
-
-
-def _trial_lines(path):
-    """(line number, fields) of the non-blank lines of a (possibly gzip) trial list."""
-    with open(path, "rb") as f:
-        compressed = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.split():
-                yield number, line.split()
 
 
 def _problem_report(name, lines):
@@ -104,12 +96,13 @@ def check_files(trial_lists=(), file_lists=(), min_duration=DEFAULT_MIN_DURATION
             if not bad:
                 continue
             lines = []
-            for number, fields in _trial_lines(list_file):
-                for utt in fields[1:]:
-                    if utt in bad:
-                        path = os.path.join(root, utt)
-                        lines.append(f"line {number}: {utt}: {problems[path]} ({path})")
-                        break
+            for k, pair in enumerate(zip(trials.enroll_index, trials.test_index)):
+                utt = next((trials.utterances[i] for i in pair if trials.utterances[i] in bad), None)
+                if utt is not None:
+                    path = os.path.join(root, utt)
+                    where = "trial" if trials.line_numbers is None else "line"
+                    number = k + 1 if trials.line_numbers is None else trials.line_numbers[k]
+                    lines.append(f"{where} {number}: {utt}: {problems[path]} ({path})")
                 if len(lines) > MAX_REPORTED:
                     break
             reports.append(_problem_report(f"{list_file} ({len(bad)} file(s))", lines))
@@ -219,7 +212,7 @@ def verify_trial_list(
     ---------
     model : W2VBertSpeakerRecognition or str or os.PathLike
         The model, or a folder to load it from (exported, training output or
-        checkpoint folder; see ``speechbrain_w2vbert_sv.inference.load_model``),
+        checkpoint folder; see ``speechbrain_w2vbert_sv.inference.interface.load_model``),
         loaded once the files are checked.
     trials : str or os.PathLike
         Trial list, ``label enroll test`` per line (gzip too).

@@ -28,7 +28,7 @@ Choices (the paper publishes no loss weights):
   (``feature_weight > 0``; with a student of another width, learned projections map
   its hidden states to the teacher's).
 
-The teacher (a frozen :class:`~speechbrain_w2vbert_sv.backbones.conformer.ConformerCTC`)
+The teacher (a frozen :class:`~speechbrain_w2vbert_sv.lobes.asr_conformer.ConformerCTC`)
 lives in the hyperparameters, not in the Brain's modules, so it is neither optimised,
 nor checkpointed, nor wrapped in DDP.
 
@@ -47,8 +47,8 @@ from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.nnet.linear import Linear
 from speechbrain.nnet.losses import ctc_loss
 
-from speechbrain_w2vbert_sv.brain import SpeakerBrain
-from speechbrain_w2vbert_sv.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
 MultiTaskOutput = collections.namedtuple(
@@ -203,7 +203,7 @@ class MultiTaskSpeakerModel(SpeakerEmbeddingModel):
     ---------
     frontend : torch.nn.Module
         ``(wavs, wav_lens) -> (features, lengths)``.
-    backbone : speechbrain_w2vbert_sv.backbones.conformer.ConformerBackbone
+    backbone : speechbrain_w2vbert_sv.lobes.conformer_backbone.ConformerBackbone
         Needs ``encode`` (final output and hidden states).
     head : torch.nn.Module
         ``(hidden states, lengths) -> [B, 1, E]``.
@@ -215,9 +215,9 @@ class MultiTaskSpeakerModel(SpeakerEmbeddingModel):
 
     Example
     -------
-    >>> from speechbrain_w2vbert_sv.backbones.conformer import (
-    ...     ConformerBackbone, ConformerFbank)
-    >>> from speechbrain_w2vbert_sv.heads import MFAHead
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+    >>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
     >>> model = MultiTaskSpeakerModel(
     ...     ConformerFbank(n_mels=40),
     ...     ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4,
@@ -270,7 +270,7 @@ class MultiTaskSpeakerModel(SpeakerEmbeddingModel):
 
 
 class ConformerDistillationBrain(SpeakerBrain):
-    """:class:`~speechbrain_w2vbert_sv.brain.SpeakerBrain` with ASR-teacher distillation.
+    """:class:`~speechbrain_w2vbert_sv.training.speaker_brain.SpeakerBrain` with ASR-teacher distillation.
 
     ``embedding_model`` is a :class:`MultiTaskSpeakerModel`. Extra hyperparameters:
     ``teacher`` (a frozen ``ConformerCTC``, not a module), ``asr_weight``,
@@ -284,10 +284,11 @@ class ConformerDistillationBrain(SpeakerBrain):
     -------
     >>> from speechbrain.dataio.batch import PaddedBatch
     >>> from speechbrain.lobes.models.ECAPA_TDNN import Classifier
-    >>> from speechbrain_w2vbert_sv.backbones.conformer import (
-    ...     ConformerBackbone, ConformerCTC, ConformerFbank)
-    >>> from speechbrain_w2vbert_sv.heads import MFAHead
-    >>> from speechbrain_w2vbert_sv.losses import AAMSoftmaxLoss
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+    >>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+    >>> from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
     >>> def encoder():
     ...     return ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32,
     ...                              nhead=4, num_layers=2, d_ffn=64, kernel_size=7)

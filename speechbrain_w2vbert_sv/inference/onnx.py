@@ -2,7 +2,7 @@
 
 The exported graph runs the backbone and the head: ``(feats [B, T, F], feat_lens
 [B]) -> embeddings [B, E]`` with dynamic batch and length. The waveform front end stays
-outside it (computed by :class:`~speechbrain_w2vbert_sv.frontend.W2VBertFbank` in
+outside it (computed by :class:`~speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank` in
 torch, or by any equal implementation, e.g. HF's ``SeamlessM4TFeatureExtractor``):
 its input checks and fast paths branch on tensor values, which ``torch.export``
 cannot capture. Exporting needs ``onnx`` and ``onnxscript``; running needs
@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from speechbrain_w2vbert_sv.attention import (
+from speechbrain_w2vbert_sv.lobes.attention import (
     MemoryEfficientWav2Vec2BertSelfAttention,
     enable_memory_efficient_attention,
 )

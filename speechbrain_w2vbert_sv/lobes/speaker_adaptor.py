@@ -1,26 +1,27 @@
 """Speaker adaptor: a small trainable head on a frozen ASR Conformer.
 
 One encoder pass serves both tasks: the frozen CTC ASR model
-(:class:`~speechbrain_w2vbert_sv.backbones.conformer.ConformerCTC`) gives the CTC
+(:class:`~speechbrain_w2vbert_sv.lobes.asr_conformer.ConformerCTC`) gives the CTC
 log-probabilities from its final output, and the adaptor (an
-:class:`~speechbrain_w2vbert_sv.heads.MFAHead`: Layer Adapters on every block output,
+:class:`~speechbrain_w2vbert_sv.lobes.heads.MFAHead`: Layer Adapters on every block output,
 concatenation, attentive statistics pooling, embedding) reads the block outputs of the
 same pass and gives the speaker embedding. Nothing flows back into the ASR model, so
 its transcriptions are exactly those of the ASR model alone.
 
 :class:`SpeakerAdaptorModel` is a speaker embedding model like
-:class:`~speechbrain_w2vbert_sv.embedding_model.SpeakerEmbeddingModel`
+:class:`~speechbrain_w2vbert_sv.lobes.embedding_model.SpeakerEmbeddingModel`
 (``forward(wavs, wav_lens) -> [B, 1, E]``, with ``frontend``, ``backbone`` and
 ``head``), so the speaker Brain, extraction and scoring use it as they are;
 :meth:`SpeakerAdaptorModel.recognize_and_embed` gives both outputs of one pass.
-:class:`ASRSpeakerRecognition` is the pretrained interface around it: speaker
+:class:`~speechbrain_w2vbert_sv.inference.interface.ASRSpeakerRecognition` is the pretrained interface around it: speaker
 embeddings and verification as the other speaker models, plus transcription.
 
 Example
 -------
->>> from speechbrain_w2vbert_sv.backbones.conformer import (
-...     ConformerBackbone, ConformerCTC, ConformerFbank)
->>> from speechbrain_w2vbert_sv.heads import MFAHead
+>>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+>>> from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
+>>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+>>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 >>> asr = ConformerCTC(
 ...     ConformerFbank(n_mels=40),
 ...     ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4,
@@ -37,8 +38,6 @@ import collections
 
 import torch
 
-from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition
-
 AdaptorOutput = collections.namedtuple("AdaptorOutput", ["log_probs", "lengths", "embeddings"])
 
 
@@ -47,7 +46,7 @@ class SpeakerAdaptorModel(torch.nn.Module):
 
     Arguments
     ---------
-    asr_model : speechbrain_w2vbert_sv.backbones.conformer.ConformerCTC
+    asr_model : speechbrain_w2vbert_sv.lobes.asr_conformer.ConformerCTC
         The ASR model (front end, encoder, CTC layer). It is frozen here: no
         gradients, always in eval mode.
     head : torch.nn.Module
@@ -55,9 +54,10 @@ class SpeakerAdaptorModel(torch.nn.Module):
 
     Example
     -------
-    >>> from speechbrain_w2vbert_sv.backbones.conformer import (
-    ...     ConformerBackbone, ConformerCTC, ConformerFbank)
-    >>> from speechbrain_w2vbert_sv.heads import MFAHead
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+    >>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
     >>> asr = ConformerCTC(ConformerFbank(n_mels=40), ConformerBackbone(
     ...     n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4, num_layers=2,
     ...     d_ffn=64, kernel_size=7), vocab_size=5)
@@ -124,85 +124,3 @@ class SpeakerAdaptorModel(torch.nn.Module):
         with torch.no_grad():
             asr = self.asr_model(wavs, wav_lens)
         return AdaptorOutput(asr.log_probs, asr.lengths, self.head(asr.hidden_states, asr.lengths))
-
-
-class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
-    """Pretrained interface of a speaker adaptor: verification and transcription.
-
-    Everything of :class:`~speechbrain_w2vbert_sv.inference.W2VBertSpeakerRecognition`
-    (``encode_batch``, ``verify_batch``, ``verify_files``, ...) with a
-    :class:`SpeakerAdaptorModel` as ``embedding_model``, plus transcription with the
-    frozen ASR model; :meth:`transcribe_and_encode_batch` gives both from one pass.
-    The hyperparameters also need ``tokens``: the CTC outputs' labels in index
-    order (the blank included, as ``label_encoder.txt`` of the ASR recipe lists
-    them), and ``blank_index``.
-
-    Example
-    -------
-    >>> from speechbrain_w2vbert_sv.backbones.conformer import (
-    ...     ConformerBackbone, ConformerCTC, ConformerFbank)
-    >>> from speechbrain_w2vbert_sv.heads import MFAHead
-    >>> asr = ConformerCTC(ConformerFbank(n_mels=40), ConformerBackbone(
-    ...     n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4, num_layers=2,
-    ...     d_ffn=64, kernel_size=7), vocab_size=3)
-    >>> model = SpeakerAdaptorModel(asr, MFAHead(3, 32, 4, 4, 8))
-    >>> interface = ASRSpeakerRecognition(
-    ...     modules={"embedding_model": model},
-    ...     hparams={"sample_rate": 16000, "threshold": 0.5,
-    ...              "tokens": ["<blank>", "yes", "no"], "blank_index": 0})
-    >>> words, embeddings = interface.transcribe_and_encode_batch(torch.randn(2, 8000))
-    >>> len(words), all(set(w) <= {"yes", "no"} for w in words), embeddings.shape
-    (2, True, torch.Size([2, 1, 8]))
-    """
-
-    HPARAMS_NEEDED = ["sample_rate", "threshold", "tokens", "blank_index"]
-
-    def _words(self, log_probs, lengths):
-        model = self.mods.embedding_model
-        hyps = model.asr_model.greedy_decode(log_probs, lengths, self.hparams.blank_index)
-        return [[self.hparams.tokens[i] for i in hyp] for hyp in hyps]
-
-    def transcribe_and_encode_batch(self, wavs, wav_lens=None):
-        """Greedy CTC transcriptions and speaker embeddings of one encoder pass.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
-
-        Returns
-        -------
-        words : list of list of str
-            The transcription of each utterance.
-        embeddings : torch.Tensor
-            Speaker embeddings [B, 1, E].
-        """
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
-            wav_lens = wav_lens.to(self.device)
-        with torch.no_grad():
-            out = self.mods.embedding_model.recognize_and_embed(wavs, wav_lens)
-        return self._words(out.log_probs, out.lengths), out.embeddings
-
-    def transcribe_batch(self, wavs, wav_lens=None):
-        """Greedy CTC transcriptions (the ASR model alone: the adaptor is not run).
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
-
-        Returns
-        -------
-        list of list of str
-        """
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
-            wav_lens = wav_lens.to(self.device)
-        with torch.no_grad():
-            out = self.mods.embedding_model.asr_model(wavs, wav_lens)
-        return self._words(out.log_probs, out.lengths)

@@ -1,1 +1,0 @@
-"""Backbones: each maps (features, lengths) to (stacked hidden states [L, B, T, D], lengths)."""

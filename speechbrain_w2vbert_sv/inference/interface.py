@@ -1,0 +1,384 @@
+"""The pretrained speaker-verification interfaces (SpeechBrain's ``from_hparams``).
+
+``W2VBertSpeakerRecognition`` loads an exported folder (``hyperparams.yaml`` +
+``embedding_model.ckpt``, see :mod:`speechbrain_w2vbert_sv.inference.export`), or a
+training run directly (``from_run``), and embeds and verifies waveforms and files.
+``ASRSpeakerRecognition`` (a speaker adaptor's export) also transcribes. SpeechBrain's
+stock ``EncoderClassifier`` and ``SpeakerRecognition`` load the folder too and give the
+same embeddings: their ``encode_batch`` chain (compute_features -> mean_var_norm ->
+embedding_model) is served by two ``PassThrough`` modules and the waveform-to-embedding
+model (``classify_batch`` is not available: no classifier is exported).
+
+Example
+-------
+>>> from hyperpyyaml import load_hyperpyyaml
+>>> from speechbrain_w2vbert_sv.inference.model_yaml import inference_hparams_text
+>>> small = {"w2vbert_source": None, "w2vbert_config": {"hidden_size": 32, "num_hidden_layers": 2,
+...     "num_attention_heads": 4, "intermediate_size": 64}, "num_hidden_states": 3,
+...     "hidden_size": 32, "adapter_size": 8, "attention_channels": 4, "embedding_size": 16}
+>>> hparams = load_hyperpyyaml(inference_hparams_text(small, threshold=0.5))
+>>> model = W2VBertSpeakerRecognition(modules=hparams["modules"], hparams=hparams)
+>>> score, same = model.verify_batch(torch.randn(2, 16000), torch.randn(2, 16000))
+>>> score.shape, same.dtype
+(torch.Size([2, 1]), torch.bool)
+"""
+
+import importlib
+import logging
+import os
+import pathlib
+
+import ruamel.yaml
+import torch
+from speechbrain.inference.speaker import SpeakerRecognition
+from speechbrain.utils.data_utils import split_path
+from speechbrain.utils.fetching import fetch
+
+from speechbrain_w2vbert_sv.data.audio import load_audio
+from speechbrain_w2vbert_sv.inference.extraction import autocast_context, embed_files
+from speechbrain_w2vbert_sv.inference.model_yaml import HPARAMS_FILE, WEIGHTS_FILE
+from speechbrain_w2vbert_sv.inference.training_runs import load_run
+from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+
+logger = logging.getLogger(__name__)
+
+
+class PassThrough(torch.nn.Module):
+    """Returns its first input unchanged (ignores the others, e.g. lengths).
+
+    Stands in for the feature and normalisation steps of SpeechBrain's stock
+    ``EncoderClassifier.encode_batch`` chain: the embedding model takes waveforms.
+
+    Example
+    -------
+    >>> PassThrough()(torch.ones(2), torch.tensor([1.0, 0.5])).tolist()
+    [1.0, 1.0]
+    """
+
+    def forward(self, x, *args, **kwargs):
+        """Returns ``x``."""
+        return x
+
+
+class W2VBertSpeakerRecognition(SpeakerRecognition):
+    """Speaker embeddings and cosine verification with a waveform-to-embedding model.
+
+    Loads an exported folder with ``from_hparams(source=<folder>)`` (offline) or a
+    training run with ``from_run``. ``encode_batch`` calls the embedding model
+    directly (waveforms and relative lengths in); files are read with
+    :func:`speechbrain_w2vbert_sv.data.audio.load_audio` (any rate or channel count:
+    resampled to ``sample_rate`` and downmixed). Decisions compare the cosine score
+    with ``threshold`` (from the hyperparameters unless given). The w2v-BERT
+    attention runs on the memory-efficient path
+    (:mod:`speechbrain_w2vbert_sv.lobes.attention`) unless the hyperparameters set
+    ``memory_efficient_attention: False``.
+
+    Arguments
+    ---------
+    See ``speechbrain.inference.interfaces.Pretrained``; the hyperparameters need
+    ``sample_rate`` and ``threshold``, the modules ``embedding_model``.
+    """
+
+    MODULES_NEEDED = ["embedding_model"]
+    HPARAMS_NEEDED = ["sample_rate", "threshold"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        enable_memory_efficient_attention(
+            self.mods.embedding_model,
+            enabled=getattr(self.hparams, "memory_efficient_attention", True),
+        )
+
+    def load_audio(self, path, savedir=None):
+        """Reads an audio file as a mono waveform at the model's sample rate.
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            A local file, or a URL (fetched into ``savedir``).
+        savedir : str, optional
+            Where a URL is downloaded.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[samples]`` float32 on the model's device.
+        """
+        path = os.fspath(path)
+        if "://" in path:
+            source, name = split_path(path)
+            path = fetch(name, source=source, savedir=savedir)
+        wav = load_audio(path, self.hparams.sample_rate)
+        return wav.to(self.device)
+
+    def encode_batch(self, wavs, wav_lens=None, normalize=False):
+        """Speaker embeddings of a padded batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) at ``sample_rate``.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths in (0, 1]; None: all full length.
+        normalize : bool
+            Not supported (kept for the signature of SpeechBrain's class): the
+            model carries no embedding statistics; must be False.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 1, embedding_size]`` float32.
+        """
+        if normalize:
+            raise ValueError(
+                "normalize=True is not supported: the model has no embedding "
+                "statistics (subtract a mean embedding with "
+                "speechbrain_w2vbert_sv.scoring.cosine.mean_embedding instead)"
+            )
+        wavs = torch.as_tensor(wavs)
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = torch.as_tensor(wav_lens).to(self.device)
+        with autocast_context(self.device, self.precision):
+            embeddings = self.mods.embedding_model(wavs, wav_lens)
+        return embeddings.float()
+
+    def verify_batch(self, wavs1, wavs2, wav1_lens=None, wav2_lens=None, threshold=None):
+        """Cosine scores and decisions of pairs of waveform batches.
+
+        Arguments
+        ---------
+        wavs1, wavs2 : torch.Tensor
+            ``[batch, samples]`` waveforms of the two sides of each pair.
+        wav1_lens, wav2_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths.
+        threshold : float, optional
+            Decision threshold on the cosine score (default: ``hparams.threshold``).
+
+        Returns
+        -------
+        score : torch.Tensor
+            ``[batch, 1]`` cosine scores.
+        decision : torch.Tensor
+            ``[batch, 1]`` bool, True for "same speaker" (score above threshold).
+        """
+        if threshold is None:
+            threshold = self.hparams.threshold
+        emb1 = self.encode_batch(wavs1, wav1_lens)
+        emb2 = self.encode_batch(wavs2, wav2_lens)
+        score = self.similarity(emb1, emb2)
+        return score, score > threshold
+
+    def verify_files(self, path_x, path_y, threshold=None):
+        """Cosine score and decision of two audio files.
+
+        Arguments
+        ---------
+        path_x, path_y : str or os.PathLike
+            Audio files (any rate or channel count).
+        threshold : float, optional
+            Decision threshold (default: ``hparams.threshold``).
+
+        Returns
+        -------
+        score : torch.Tensor
+            ``[1]`` cosine score.
+        decision : torch.Tensor
+            ``[1]`` bool, True for "same speaker".
+        """
+        score, decision = self.verify_batch(
+            self.load_audio(path_x)[None], self.load_audio(path_y)[None], threshold=threshold
+        )
+        return score[0], decision[0]
+
+    def encode_files(self, paths, **kwargs):
+        """Embeds a list of files in length-sorted batches, each distinct file once.
+
+        Arguments
+        ---------
+        paths : sequence of str or os.PathLike
+            Audio files.
+        **kwargs
+            Options of :func:`speechbrain_w2vbert_sv.inference.extraction.embed_files`
+            (``batch_seconds``, ``precision``, ``progress``, ...).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[len(paths), embedding_size]`` float32 on the CPU.
+        """
+        kwargs.setdefault("precision", self.precision)
+        kwargs.setdefault("device", self.device)
+        return embed_files(
+            self.mods.embedding_model, paths, sample_rate=self.hparams.sample_rate, **kwargs
+        )
+
+    @classmethod
+    def from_run(cls, run, hparams_file=None, overrides=None, threshold=None, **kwargs):
+        """Builds the interface from a training run (LoRA merged), writing nothing.
+
+        Arguments
+        ---------
+        run : str or os.PathLike
+            Training output folder (its latest checkpoint is used) or a checkpoint
+            folder (``CKPT+...``).
+        hparams_file : str or os.PathLike, optional
+            Training hyperparameters (default: the run's ``hyperparams.yaml``).
+        overrides : dict, optional
+            Overrides of the training hyperparameters.
+        threshold : float, optional
+            Decision threshold (default: the template's).
+        **kwargs
+            Arguments of the class (``run_opts``, ...).
+
+        Returns
+        -------
+        W2VBertSpeakerRecognition
+        """
+        hparams, _ = load_run(run, hparams_file, overrides, threshold)
+        return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+
+def load_model(path, **kwargs):
+    """Loads an exported folder or a training run with the interface it names.
+
+    The interface is the class named by ``interface`` in the hyperparameters:
+    ``W2VBertSpeakerRecognition`` for speaker models, ``ASRSpeakerRecognition`` for
+    a speaker adaptor (transcription too).
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), training
+        output folder or checkpoint folder.
+    **kwargs
+        Arguments of ``from_hparams`` (``run_opts``, ...), or for a run those of
+        the class and ``hparams_file``, ``overrides``, ``threshold``.
+
+    Returns
+    -------
+    W2VBertSpeakerRecognition
+    """
+    path = pathlib.Path(path)
+    if (path / WEIGHTS_FILE).is_file() and (path / HPARAMS_FILE).is_file() and not (
+        path / "CKPT.yaml"
+    ).is_file():
+        tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
+        interface = interface_class(tree.get("interface"))
+        return interface.from_hparams(source=str(path), **kwargs)
+    run_args = {k: kwargs.pop(k) for k in ("hparams_file", "overrides", "threshold") if k in kwargs}
+    hparams, _ = load_run(path, **run_args)
+    interface = interface_class(hparams.get("interface"))
+    return interface(modules=hparams["modules"], hparams=hparams, **kwargs)
+
+
+def interface_class(name=None):
+    """The pretrained-interface class of a dotted name (None: the default one).
+
+    Arguments
+    ---------
+    name : str, optional
+        ``package.module.Class``, e.g. the ``interface`` of a ``hyperparams.yaml``.
+
+    Returns
+    -------
+    type
+
+    Example
+    -------
+    >>> interface_class().__name__
+    'W2VBertSpeakerRecognition'
+    """
+    if not name:
+        return W2VBertSpeakerRecognition
+    module, _, cls = str(name).rpartition(".")
+    found = getattr(importlib.import_module(module), cls, None) if module else None
+    if not (isinstance(found, type) and issubclass(found, W2VBertSpeakerRecognition)):
+        raise ValueError(f"interface {name!r} is not a W2VBertSpeakerRecognition class")
+    return found
+
+
+class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
+    """Pretrained interface of a speaker adaptor: verification and transcription.
+
+    Everything of :class:`~speechbrain_w2vbert_sv.inference.interface.W2VBertSpeakerRecognition`
+    (``encode_batch``, ``verify_batch``, ``verify_files``, ...) with a
+    :class:`SpeakerAdaptorModel` as ``embedding_model``, plus transcription with the
+    frozen ASR model; :meth:`transcribe_and_encode_batch` gives both from one pass.
+    The hyperparameters also need ``tokens``: the CTC outputs' labels in index
+    order (the blank included, as ``label_encoder.txt`` of the ASR recipe lists
+    them), and ``blank_index``.
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+    >>> from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+    >>> from speechbrain_w2vbert_sv.lobes.speaker_adaptor import SpeakerAdaptorModel
+    >>> asr = ConformerCTC(ConformerFbank(n_mels=40), ConformerBackbone(
+    ...     n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4, num_layers=2,
+    ...     d_ffn=64, kernel_size=7), vocab_size=3)
+    >>> model = SpeakerAdaptorModel(asr, MFAHead(3, 32, 4, 4, 8))
+    >>> interface = ASRSpeakerRecognition(
+    ...     modules={"embedding_model": model},
+    ...     hparams={"sample_rate": 16000, "threshold": 0.5,
+    ...              "tokens": ["<blank>", "yes", "no"], "blank_index": 0})
+    >>> words, embeddings = interface.transcribe_and_encode_batch(torch.randn(2, 8000))
+    >>> len(words), all(set(w) <= {"yes", "no"} for w in words), embeddings.shape
+    (2, True, torch.Size([2, 1, 8]))
+    """
+
+    HPARAMS_NEEDED = ["sample_rate", "threshold", "tokens", "blank_index"]
+
+    def _words(self, log_probs, lengths):
+        model = self.mods.embedding_model
+        hyps = model.asr_model.greedy_decode(log_probs, lengths, self.hparams.blank_index)
+        return [[self.hparams.tokens[i] for i in hyp] for hyp in hyps]
+
+    def transcribe_and_encode_batch(self, wavs, wav_lens=None):
+        """Greedy CTC transcriptions and speaker embeddings of one encoder pass.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Waveforms [B, S].
+        wav_lens : torch.Tensor, optional
+            Relative lengths [B].
+
+        Returns
+        -------
+        words : list of list of str
+            The transcription of each utterance.
+        embeddings : torch.Tensor
+            Speaker embeddings [B, 1, E].
+        """
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = wav_lens.to(self.device)
+        with torch.no_grad():
+            out = self.mods.embedding_model.recognize_and_embed(wavs, wav_lens)
+        return self._words(out.log_probs, out.lengths), out.embeddings
+
+    def transcribe_batch(self, wavs, wav_lens=None):
+        """Greedy CTC transcriptions (the ASR model alone: the adaptor is not run).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Waveforms [B, S].
+        wav_lens : torch.Tensor, optional
+            Relative lengths [B].
+
+        Returns
+        -------
+        list of list of str
+        """
+        wavs = wavs.to(self.device).float()
+        if wav_lens is not None:
+            wav_lens = wav_lens.to(self.device)
+        with torch.no_grad():
+            out = self.mods.embedding_model.asr_model(wavs, wav_lens)
+        return self._words(out.log_probs, out.lengths)

@@ -1,0 +1,170 @@
+"""A training run (its best checkpoint and yaml) as an inference model.
+"""
+
+import datetime
+import logging
+import pathlib
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.encoder import CTCTextEncoder
+
+from speechbrain_w2vbert_sv.inference.model_yaml import (
+    HPARAMS_FILE,
+    INFERENCE_SETTINGS,
+    LORA_SETTINGS,
+    TRAINING_ONLY_PREFIXES,
+    W2VBERT_DEFINITION,
+    WEIGHTS_FILE,
+    encoder_config,
+    inference_hparams_text,
+    model_section_settings,
+    read_resolved_yaml,
+)
+from speechbrain_w2vbert_sv.training.checkpoints import (
+    AtomicCheckpointer,
+    best_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def find_checkpoint(run):
+    """The checkpoint folder of a training run: the run itself or its best one.
+
+    Arguments
+    ---------
+    run : str or os.PathLike
+        A checkpoint folder (holding ``CKPT.yaml``), or a training output folder
+        whose ``save/`` holds checkpoints (the one with the lowest dev EER is taken,
+        else the most recent, as when a training stage starts from the previous).
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint folder.
+    """
+    run = pathlib.Path(run)
+    if (run / "CKPT.yaml").is_file():
+        return run
+    save = run / "save"
+    if not save.is_dir():
+        raise ValueError(
+            f"{run}: not a model folder: expected an exported model ({HPARAMS_FILE} + "
+            f"{WEIGHTS_FILE}), a training output folder (with save/) or a checkpoint "
+            "folder (with CKPT.yaml)"
+        )
+    checkpoint = best_checkpoint(AtomicCheckpointer(str(save)))
+    if checkpoint is None:
+        raise ValueError(f"{save}: no checkpoint found")
+    return pathlib.Path(checkpoint.path)
+
+
+def _load_weights(module, checkpoint, source):
+    """Strictly loads a state dict (a LoRA one merges into a plain backbone), less
+    the training-only parts (the auxiliary CTC layer of a distilled student)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    expected = module.state_dict()
+    state = {
+        k: v for k, v in state.items()
+        if k in expected or not k.startswith(TRAINING_ONLY_PREFIXES)
+    }
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{checkpoint} does not fit the model defined by {source}: {error}"
+        ) from None
+
+
+def _run_files(run, hparams_file):
+    checkpoint = find_checkpoint(run)
+    weights = checkpoint / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ValueError(f"{checkpoint}: no {WEIGHTS_FILE}")
+    if hparams_file is None:
+        # SpeechBrain checkpoints live in <output>/save/CKPT+...; the output folder
+        # holds the resolved copy of the training yaml.
+        hparams_file = checkpoint.parent.parent / HPARAMS_FILE
+        if not hparams_file.is_file():
+            raise ValueError(
+                f"{hparams_file} not found: give the training yaml (--hparams)"
+            )
+    return checkpoint, weights, hparams_file
+
+
+def inference_definition(hparams_file, overrides, keep_lora=False):
+    """Definition, settings and extra top-level values of a run's inference model."""
+    tree = read_resolved_yaml(hparams_file, overrides)
+    definition, settings = model_section_settings(tree, hparams_file)
+    extra = {}
+    if definition == W2VBERT_DEFINITION:
+        config = encoder_config(settings)
+        lora = {k: settings[k] for k in LORA_SETTINGS if k in settings}
+        settings.update(INFERENCE_SETTINGS, w2vbert_config=config)
+        if keep_lora:
+            settings.update(lora)
+    elif definition == "speaker_adaptor.yaml":
+        extra = _asr_outputs(tree.get("asr_folder"), hparams_file)
+    return definition, settings, extra
+
+
+def _asr_outputs(asr_folder, source):
+    """The interface settings of an adaptor run: its ASR model's CTC labels."""
+    labels = pathlib.Path(str(asr_folder)) / "label_encoder.txt"
+    if asr_folder is None or not labels.is_file():
+        raise ValueError(
+            f"{source}: the ASR model's label_encoder.txt (asr_folder={asr_folder}) "
+            "is needed to export a speaker adaptor: its CTC outputs are transcribed"
+        )
+    encoder = CTCTextEncoder()
+    encoder.load(labels)
+    return {
+        "interface": "speechbrain_w2vbert_sv.inference.interface.ASRSpeakerRecognition",
+        "tokens": [encoder.ind2lab[i] for i in range(len(encoder))],
+        "blank_index": encoder.lab2ind[encoder.blank_label],
+    }
+
+
+def load_run(run, hparams_file=None, overrides=None, threshold=None):
+    """Builds the inference model of a training run, LoRA merged.
+
+    Arguments
+    ---------
+    run : str or os.PathLike
+        Training output folder (latest checkpoint) or checkpoint folder.
+    hparams_file : str or os.PathLike, optional
+        Training hyperparameters (default: the run's resolved ``hyperparams.yaml``).
+    overrides : dict, optional
+        Overrides of the training hyperparameters.
+    threshold : float, optional
+        Decision threshold written into the hyperparameters.
+
+    Returns
+    -------
+    hparams : dict
+        The loaded inference hyperparameters, weights in ``embedding_model``.
+    text : str
+        Their YAML text (what ``export_model`` writes).
+    """
+    checkpoint, weights, hparams_file = _run_files(run, hparams_file)
+    header = (
+        f"# Exported by speechbrain_w2vbert_sv {datetime.date.today()} from "
+        f"{checkpoint.name} of {checkpoint.parent.parent.name} (LoRA merged).\n"
+    )
+    definition, settings, extra = inference_definition(hparams_file, overrides)
+    text = inference_hparams_text(settings, threshold, header, definition, extra)
+    hparams = load_hyperpyyaml(text)
+    _load_weights(hparams["embedding_model"], weights, hparams_file)
+    hparams["embedding_model"].eval()
+    return hparams, text
+
+
+def trained_model(run, hparams_file, overrides):
+    """The run's model as trained (LoRA adapters kept), for the export check."""
+    _, weights, hparams_file = _run_files(run, hparams_file)
+    definition, settings, extra = inference_definition(hparams_file, overrides, keep_lora=True)
+    text = inference_hparams_text(settings, definition=definition, extra=extra)
+    model = load_hyperpyyaml(text)["embedding_model"]
+    _load_weights(model, weights, hparams_file)
+    return model.eval()

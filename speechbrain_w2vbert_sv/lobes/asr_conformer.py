@@ -1,0 +1,359 @@
+"""A CTC ASR Conformer, and its initialisation from SpeechBrain ASR checkpoints.
+
+:func:`load_asr_checkpoint` initialises a Conformer backbone (front end, CTC head) from
+the files SpeechBrain's Conformer ASR recipes (``model.ckpt``) and pretrained ASR models
+(``asr.ckpt``) write, plus their ``normalizer.ckpt``, and reports which keys were
+loaded, missing, unexpected or ignored (the attention decoder and its output layer are
+not part of the encoder).
+"""
+
+import collections
+import dataclasses
+import logging
+import pathlib
+
+import torch
+from speechbrain.nnet.linear import Linear
+
+from speechbrain_w2vbert_sv.utils import lengths_to_mask
+
+logger = logging.getLogger(__name__)
+
+# Order of the `model` ModuleList that SpeechBrain's LibriSpeech Transformer/Conformer
+# recipes checkpoint as model.ckpt: [CNN, Transformer, seq_lin, ctc_lin].
+LIBRISPEECH_CHECKPOINT_MODULES = ("CNN", "Transformer", "seq_lin", "ctc_lin")
+# Parts of a TransformerASR that belong to its attention decoder, not the encoder.
+_DECODER_PREFIXES = ("decoder.", "custom_tgt_module.", "positional_encoding_decoder.")
+_MODEL_FILES = ("model.ckpt", "asr.ckpt")
+_NORMALIZER_FILE = "normalizer.ckpt"
+
+
+CTCOutput = collections.namedtuple(
+    "CTCOutput", ["log_probs", "encoder_out", "hidden_states", "lengths"]
+)
+
+
+class ConformerCTC(torch.nn.Module):
+    """A CTC ASR Conformer: front end, encoder and CTC output layer.
+
+    The ASR model a speaker teacher or a speaker adaptor builds on. ``ctc_lin`` is a
+    SpeechBrain ``Linear`` like the recipes' (keys ``w.weight``/``w.bias``).
+
+    Arguments
+    ---------
+    frontend : ConformerFbank
+        Waveforms -> features.
+    backbone : ConformerBackbone
+        The encoder.
+    vocab_size : int
+        CTC outputs (blank included).
+    freeze : bool
+        Freeze everything (a teacher, or the ASR model under a speaker adaptor): no
+        gradients and always in eval mode.
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
+    >>> asr = ConformerCTC(
+    ...     ConformerFbank(n_mels=40),
+    ...     ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4,
+    ...                       num_layers=2, d_ffn=64, kernel_size=7),
+    ...     vocab_size=5, freeze=True)
+    >>> out = asr(torch.randn(2, 8000), torch.tensor([1.0, 0.5]))
+    >>> out.log_probs.shape, out.hidden_states.shape
+    (torch.Size([2, 13, 5]), torch.Size([3, 2, 13, 32]))
+    """
+
+    def __init__(self, frontend, backbone, vocab_size, freeze=False):
+        super().__init__()
+        self.frontend = frontend
+        self.backbone = backbone
+        self.ctc_lin = Linear(input_size=backbone.hidden_size, n_neurons=vocab_size)
+        self.freeze = False
+        if freeze:
+            self.freeze_model()
+
+    def freeze_model(self):
+        """Freeze everything: no gradients, and eval mode from now on.
+
+        Returns
+        -------
+        ConformerCTC
+            This model.
+        """
+        self.freeze = self.backbone.freeze = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode=True):
+        """Set the training mode; a frozen model stays in eval mode."""
+        return super().train(mode and not self.freeze)
+
+    def load_asr_checkpoint(self, checkpoint, **kwargs):
+        """Load a SpeechBrain ASR checkpoint (see :func:`load_asr_checkpoint`)."""
+        return load_asr_checkpoint(checkpoint, model=self, **kwargs)
+
+    def forward(self, wavs, wav_lens=None):
+        """CTC log-probabilities and every hidden state of one encoder pass.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            Waveforms [B, S].
+        wav_lens : torch.Tensor, optional
+            Relative lengths [B].
+
+        Returns
+        -------
+        CTCOutput
+            ``log_probs`` [B, T', V], ``encoder_out`` [B, T', D], ``hidden_states``
+            [L + 1, B, T', D] and ``lengths`` [B].
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            feats, lengths = self.frontend(wavs, wav_lens)
+            out = self.backbone.encode(feats, lengths)
+            log_probs = torch.log_softmax(self.ctc_lin(out.encoder_out), dim=-1)
+        return CTCOutput(log_probs, out.encoder_out, out.hidden_states, out.lengths)
+
+    @staticmethod
+    def greedy_decode(log_probs, lengths, blank_index=0):
+        """Best-path CTC decoding (repeats merged, blanks removed).
+
+        Arguments
+        ---------
+        log_probs : torch.Tensor
+            [B, T, V].
+        lengths : torch.Tensor
+            Relative lengths [B].
+        blank_index : int
+            Index of the blank.
+
+        Returns
+        -------
+        list of list of int
+            Token indices of each utterance.
+
+        Example
+        -------
+        >>> frames = torch.tensor([[1, 1, 0, 1, 2, 2, 3], [2, 0, 2, 3, 3, 0, 0]])
+        >>> log_probs = torch.nn.functional.one_hot(frames, 4).float().log()
+        >>> ConformerCTC.greedy_decode(log_probs, torch.tensor([1.0, 4 / 7]))
+        [[1, 1, 2, 3], [2, 2, 3]]
+        """
+        mask = lengths_to_mask(lengths, log_probs.shape[1])
+        best = log_probs.argmax(dim=-1)
+        hyps = []
+        for seq, valid in zip(best.tolist(), mask.tolist()):
+            tokens, previous = [], None
+            for token, keep in zip(seq, valid):
+                if not keep:
+                    break
+                if token != previous and token != blank_index:
+                    tokens.append(token)
+                previous = token
+            hyps.append(tokens)
+        return hyps
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What :func:`load_asr_checkpoint` did with each key.
+
+    Attributes
+    ----------
+    loaded : dict
+        Checkpoint key -> the key it was loaded into.
+    missing : list
+        Keys of the target modules that received nothing (they keep their values).
+    unexpected : list
+        Checkpoint keys of encoder parts the target does not have (e.g. blocks beyond
+        its depth).
+    ignored : list
+        Checkpoint keys left out by design: the attention decoder, its output layer,
+        the CTC layer when no CTC head is given.
+    normalizer : bool
+        Whether global normalisation statistics were loaded into the front end.
+    """
+
+    loaded: dict = dataclasses.field(default_factory=dict)
+    missing: list = dataclasses.field(default_factory=list)
+    unexpected: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
+    normalizer: bool = False
+
+    def __str__(self):
+        def head(keys):
+            shown = ", ".join(list(keys)[:5])
+            return shown + (", ..." if len(keys) > 5 else "")
+
+        return (
+            f"{len(self.loaded)} keys loaded; {len(self.missing)} missing [{head(self.missing)}]; "
+            f"{len(self.unexpected)} unexpected [{head(self.unexpected)}]; "
+            f"{len(self.ignored)} ignored (decoder/output layers); "
+            f"global normalisation statistics {'loaded' if self.normalizer else 'not loaded'}"
+        )
+
+
+def _resolve_checkpoint(checkpoint):
+    """Model state dict and normaliser file (or None) of a checkpoint argument."""
+    if isinstance(checkpoint, dict):
+        return checkpoint, None
+    path = pathlib.Path(checkpoint)
+    if path.is_dir():
+        found = [path / name for name in _MODEL_FILES if (path / name).is_file()]
+        if not found:
+            raise ValueError(
+                f"{path}: no {' or '.join(_MODEL_FILES)} in this folder (give a "
+                "SpeechBrain checkpoint folder, e.g. save/CKPT+..., or a pretrained "
+                "model folder)"
+            )
+        model_file, normalizer = found[0], path / _NORMALIZER_FILE
+    elif path.is_file():
+        model_file, normalizer = path, path.with_name(_NORMALIZER_FILE)
+    else:
+        raise ValueError(f"{path}: ASR checkpoint not found")
+    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict):
+        raise ValueError(f"{model_file}: not a state dict ({type(state).__name__})")
+    return state, normalizer if normalizer.is_file() else None
+
+
+def _split_key(key, checkpoint_modules):
+    """(module name, rest) of a checkpoint key: ``1.encoder.x`` -> (Transformer, encoder.x)."""
+    first, _, rest = key.partition(".")
+    if first.isdigit() and checkpoint_modules is not None:
+        index = int(first)
+        name = checkpoint_modules[index] if index < len(checkpoint_modules) else first
+        return name, rest
+    return first, rest
+
+
+def load_asr_checkpoint(
+    checkpoint,
+    backbone=None,
+    frontend=None,
+    ctc_head=None,
+    model=None,
+    checkpoint_modules=LIBRISPEECH_CHECKPOINT_MODULES,
+    normalizer=None,
+    strict=False,
+):
+    """Initialise a Conformer backbone (front end, CTC head) from a SpeechBrain ASR checkpoint.
+
+    Key mapping (``checkpoint_modules`` names the entries of the checkpointed
+    ``ModuleList`` in order; LibriSpeech recipes: ``[CNN, Transformer, seq_lin,
+    ctc_lin]``; keys that already start with a name, as in a ``ModuleDict``, are
+    read as they are):
+
+    * ``CNN.*`` -> ``backbone.CNN.*``;
+    * ``Transformer.{custom_src_module, encoder, positional_encoding}.*`` ->
+      ``backbone.Transformer.*`` (input projection, Conformer blocks, final norm,
+      relative positions);
+    * ``Transformer.{decoder, custom_tgt_module, positional_encoding_decoder}.*``:
+      ignored (attention decoder);
+    * ``ctc_lin.*`` -> ``ctc_head.*`` (ignored without a head); anything else
+      (``seq_lin``, ...): ignored;
+    * ``normalizer.ckpt`` (global statistics) -> ``frontend``
+      (:meth:`ConformerFbank.load_normalizer`).
+
+    Arguments
+    ---------
+    checkpoint : str, os.PathLike or dict
+        ``model.ckpt``/``asr.ckpt`` file, a folder holding one (a ``CKPT+...`` folder
+        of a recipe or a pretrained model folder; its ``normalizer.ckpt`` is used
+        too), or a state dict.
+    backbone : ConformerBackbone, optional
+        Receives the encoder weights.
+    frontend : ConformerFbank, optional
+        Receives the normalisation statistics.
+    ctc_head : torch.nn.Module, optional
+        Receives the CTC output layer (SpeechBrain ``Linear``).
+    model : torch.nn.Module, optional
+        Instead of the three above: a model whose ``backbone``, ``frontend`` and
+        ``ctc_lin`` attributes receive them (``ConformerCTC``,
+        ``MultiTaskSpeakerModel``); handy in HyperPyYAML (``!apply:``).
+    checkpoint_modules : sequence of str, optional
+        Names of the ModuleList entries of the checkpoint, in order.
+    normalizer : str, os.PathLike or dict, optional
+        Normaliser checkpoint, if not next to the model file.
+    strict : bool
+        Raise a ValueError when keys are missing or unexpected.
+
+    Returns
+    -------
+    TransferReport
+        Loaded, missing, unexpected and ignored keys (also logged).
+
+    Raises
+    ------
+    ValueError
+        A checkpoint tensor whose shape differs from its target (the message names the
+        key and both shapes), an unreadable checkpoint, or (``strict``) missing or
+        unexpected keys.
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
+    >>> backbone = ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32,
+    ...                              nhead=4, num_layers=2, d_ffn=64, kernel_size=7)
+    >>> ckpt = {"0." + k: v for k, v in backbone.CNN.state_dict().items()}
+    >>> ckpt.update({"1." + k: v for k, v in backbone.Transformer.state_dict().items()})
+    >>> report = load_asr_checkpoint(ckpt, backbone)
+    >>> len(report.loaded) == len(ckpt), report.missing, report.unexpected
+    (True, [], [])
+    """
+    if model is not None:
+        backbone = model.backbone
+        frontend = getattr(model, "frontend", frontend)
+        ctc_head = getattr(model, "ctc_lin", ctc_head)
+    if backbone is None:
+        raise ValueError("load_asr_checkpoint needs a `backbone` (or a `model` with one)")
+    state, normalizer_file = _resolve_checkpoint(checkpoint)
+    targets = {"CNN": backbone.CNN, "Transformer": backbone.Transformer}
+    prefixes = {"CNN": "backbone.CNN.", "Transformer": "backbone.Transformer."}
+    if ctc_head is not None:
+        targets["ctc_lin"], prefixes["ctc_lin"] = ctc_head, "ctc_head."
+    new_states = {name: module.state_dict() for name, module in targets.items()}
+    report = TransferReport()
+    filled = {name: set() for name in targets}
+    for key, value in state.items():
+        name, rest = _split_key(key, checkpoint_modules)
+        if name == "Transformer" and rest.startswith(_DECODER_PREFIXES):
+            report.ignored.append(key)
+            continue
+        if name not in targets:
+            report.ignored.append(key)
+            continue
+        target = new_states[name]
+        if rest not in target:
+            report.unexpected.append(key)
+            continue
+        if tuple(value.shape) != tuple(target[rest].shape):
+            raise ValueError(
+                f"ASR checkpoint key {key!r} has shape {tuple(value.shape)} but its target "
+                f"{prefixes[name]}{rest} has shape {tuple(target[rest].shape)}: build the "
+                "backbone with the ASR model's hyperparameters (n_mels, cnn_channels, "
+                "d_model, d_ffn, kernel_size, ...)"
+            )
+        target[rest] = value
+        filled[name].add(rest)
+        report.loaded[key] = prefixes[name] + rest
+    for name, module in targets.items():
+        module.load_state_dict(new_states[name])
+        report.missing.extend(
+            prefixes[name] + k for k in new_states[name] if k not in filled[name]
+        )
+
+    normalizer = normalizer if normalizer is not None else normalizer_file
+    if frontend is not None and normalizer is not None:
+        report.normalizer = frontend.load_normalizer(normalizer)
+    logger.info("ASR checkpoint transfer: %s", report)
+    if report.missing or report.unexpected:
+        logger.warning(
+            "ASR checkpoint transfer: missing %s, unexpected %s",
+            report.missing, report.unexpected,
+        )
+        if strict:
+            raise ValueError(f"ASR checkpoint does not fit the model (strict): {report}")
+    return report

@@ -1,0 +1,1 @@
+"""Training: the speaker Brain, learning-rate schedules, checkpoints, ASR distillation."""
