@@ -33,6 +33,8 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        # The linter and formatter CI runs (ruff.toml); pre-commit runs them on commit.
+        "lint": ["ruff==0.17.6", "pre-commit"],
     },
     entry_points={"console_scripts": ["w2vbert-sv = speechbrain_w2vbert_sv.cli:main"]},
 )

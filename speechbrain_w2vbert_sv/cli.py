@@ -69,13 +69,12 @@ def _run_opts(args):
 
 def _load(args):
     from speechbrain_w2vbert_sv.inference.interface import load_model
-    from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 
-    model = load_model(args.model, run_opts=_run_opts(args))
-    enable_memory_efficient_attention(
-        model.mods.embedding_model, enabled=not args.no_memory_efficient_attention
+    return load_model(
+        args.model,
+        run_opts=_run_opts(args),
+        memory_efficient_attention=not args.no_memory_efficient_attention,
     )
-    return model
 
 
 def _batch_kwargs(args):
@@ -126,23 +125,32 @@ def verify(args):
 
 def score(args):
     """``score``: scores a trial list and prints the results table."""
-    from speechbrain_w2vbert_sv.inference.verification import verify_trial_list
+    from speechbrain_w2vbert_sv.inference.verification import (
+        VerificationOptions,
+        verify_trial_list,
+    )
     from speechbrain_w2vbert_sv.scoring.results import format_results_table
 
-    results = verify_trial_list(
-        args.model,
-        args.trials,
-        args.data_folder,
-        args.output_folder,
+    batching = _batch_kwargs(args)
+    progress = batching.pop("progress")
+    options = VerificationOptions(
         mean_list=args.mean_list,
         cohort_list=args.cohort_list,
         cohort_per_speaker=args.cohort_per_speaker,
         cohort_top_n=args.cohort_top_n,
         calibration_trials=args.calibration_trials,
         make_plots=not args.no_plots,
-        run_opts=_run_opts(args),
         memory_efficient_attention=not args.no_memory_efficient_attention,
-        **_batch_kwargs(args),
+        **batching,
+    )
+    results = verify_trial_list(
+        args.model,
+        args.trials,
+        args.data_folder,
+        args.output_folder,
+        options,
+        progress=progress,
+        run_opts=_run_opts(args),
     )
     print(format_results_table(results))
     print(f"scores, results.md, results.json and plots in {args.output_folder}")

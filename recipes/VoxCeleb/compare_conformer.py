@@ -25,17 +25,20 @@ threads wait for each other).
 import argparse
 import json
 import pathlib
+import subprocess
 import sys
 
 import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[1])]
-
-import train  # noqa: E402  (recipes/VoxCeleb/train.py)
-import train_asr_ctc  # noqa: E402
+try:
+    import speechbrain_w2vbert_sv  # noqa: F401
+except ImportError:  # run from a source checkout without installation
+    sys.path.insert(0, str(HERE.parents[1]))
 
 from speechbrain_w2vbert_sv.inference.verification import verify_trial_list  # noqa: E402
+from speechbrain_w2vbert_sv.training.speaker_recipe import train_speaker_model  # noqa: E402
+from speechbrain_w2vbert_sv.utils import count_parameters  # noqa: E402
 
 # name -> (hparams file, description, extra overrides)
 SYSTEMS = {
@@ -61,22 +64,31 @@ TRIALS = "val_speakers_text_independent.txt"
 TRIALS_PATH = pathlib.Path("trials") / TRIALS
 
 
-def count(module, trainable_only=False):
-    """Number of parameters (only those that train, if asked)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 def train_asr(args):
     """Trains the CTC ASR model; returns (pretrained folder, greedy WER %)."""
     output = pathlib.Path(args.output_folder) / "asr_conformer_ctc"
-    wer = train_asr_ctc.main([
-        str(HERE / "hparams" / "asr_conformer_ctc.yaml"),
-        f"--data_folder={args.data_folder}",
-        f"--output_folder={output}",
-        f"--number_of_epochs={args.asr_epochs}",
-        f"--seed={args.seed}",
-    ])
-    return output / "pretrained", wer
+    # The ASR recipe runs as the user would run it; it writes its WER to wer.json.
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "train_asr_ctc.py"),
+            str(HERE / "hparams" / "asr_conformer_ctc.yaml"),
+            f"--data_folder={args.data_folder}",
+            f"--output_folder={output}",
+            f"--number_of_epochs={args.asr_epochs}",
+            f"--seed={args.seed}",
+        ],
+        check=True,
+    )
+    return output / "pretrained", read_asr_wer(output / "pretrained")
+
+
+def read_asr_wer(pretrained):
+    """The greedy WER % that the ASR recipe wrote into its pretrained folder (or None)."""
+    wer_file = pathlib.Path(pretrained) / "wer.json"
+    if not wer_file.is_file():
+        return None
+    return json.loads(wer_file.read_text())["val_speakers_greedy_wer"]
 
 
 def last_epoch_metrics(brain, data_folder):
@@ -98,7 +110,7 @@ def last_epoch_metrics(brain, data_folder):
     return 100.0 * metrics["eer"], metrics["min_dcf@0.01"]
 
 
-def train_speaker_model(name, args, asr_folder):
+def train_system(name, args, asr_folder):
     """Trains one system with train.py; returns its row of the table."""
     hparams_file, description, extra = SYSTEMS[name]
     argv = [
@@ -111,7 +123,7 @@ def train_speaker_model(name, args, asr_folder):
     ]
     if name != "random":
         argv.append(f"--asr_folder={asr_folder}")
-    brain = train.main(argv)
+    brain = train_speaker_model(argv)
     result = brain.test_results[TRIALS]
     last_eer, last_min_dcf = last_epoch_metrics(brain, args.data_folder)
     model = brain.modules.embedding_model
@@ -120,11 +132,11 @@ def train_speaker_model(name, args, asr_folder):
         ctc = model.asr_model.ctc_lin
     return {
         "system": description,
-        "encoder": count(model.frontend) + count(model.backbone),
-        "head": count(model.head),
-        "ctc": count(ctc) if ctc is not None else 0,
-        "trainable": count(brain.modules.embedding_model, trainable_only=True),
-        "classifier": count(brain.modules.classifier),
+        "encoder": count_parameters(model.frontend) + count_parameters(model.backbone),
+        "head": count_parameters(model.head),
+        "ctc": count_parameters(ctc) if ctc is not None else 0,
+        "trainable": count_parameters(brain.modules.embedding_model, trainable_only=True),
+        "classifier": count_parameters(brain.modules.classifier),
         "EER": result["EER"],
         "minDCF": result["minDCF"],
         "EER_last": last_eer,
@@ -176,22 +188,19 @@ def main(argv=None):
     output.mkdir(parents=True, exist_ok=True)
 
     if args.asr_folder is None:
-        asr_folder, asr_wer = train_asr(args)
+        asr_folder, asr_wer_value = train_asr(args)
     else:
         asr_folder = pathlib.Path(args.asr_folder)
-        wer_file = asr_folder / "wer.json"
-        asr_wer = None
-        if wer_file.is_file():
-            asr_wer = json.loads(wer_file.read_text())["val_speakers_greedy_wer"]
+        asr_wer_value = read_asr_wer(asr_folder)
 
     rows = []
     for name in args.systems:
-        rows.append(train_speaker_model(name, args, asr_folder))
+        rows.append(train_system(name, args, asr_folder))
         (output / "rows.json").write_text(json.dumps(rows, indent=1))
-    table = format_table(rows, asr_wer)
+    table = format_table(rows, asr_wer_value)
     (output / "conformer_comparison.md").write_text(table + "\n")
     print(table)
-    pairs = [f"asr_wer={asr_wer:.2f}" if asr_wer is not None else "asr_wer=nan"]
+    pairs = [f"asr_wer={asr_wer_value:.2f}" if asr_wer_value is not None else "asr_wer=nan"]
     pairs += [f"eer_{name}={row['EER_last']:.2f}" for name, row in zip(args.systems, rows)]
     pairs += [f"params_trained_{name}={row['trainable']}" for name, row in zip(args.systems, rows)]
     print(" ".join(pairs))

@@ -36,22 +36,28 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint, run_save_folder
 from speechbrain_w2vbert_sv.data.pipeline import make_train_dataset
-from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.data.recipe_data import (
+    LABEL_ENCODER_FILE,
+    prepare_recipe_data,
+)
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.pruning import count_encoder_macs
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from train import LABEL_ENCODER, prepare_data  # noqa: E402  (the same data preparation)
+from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.training.checkpoints import (
+    AtomicCheckpointer,
+    init_from_checkpoint,
+    run_save_folder,
+)
+from speechbrain_w2vbert_sv.utils import count_parameters
 
 logger = logging.getLogger(__name__)
 
 
 def encoder_size(model):
     """Parameters and MACs (1 s of speech) of an encoder, as a dict."""
-    params = sum(p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed")
+    params = count_parameters(model, exclude=("masked_spec_embed",))
     return {"params": params, "GMACs_1s": count_encoder_macs(model, seconds=1.0) / 1e9}
 
 
@@ -76,7 +82,7 @@ def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder):
     shutil.rmtree(save, ignore_errors=True)
     checkpointer = AtomicCheckpointer(save, {"embedding_model": model, "classifier": classifier})
     checkpointer.save_checkpoint(meta={"source": str(teacher_ckpt.path)})
-    shutil.copyfile(teacher_ckpt.path.parent / LABEL_ENCODER, save / LABEL_ENCODER)
+    shutil.copyfile(teacher_ckpt.path.parent / LABEL_ENCODER_FILE, save / LABEL_ENCODER_FILE)
 
 
 def main(argv):
@@ -92,8 +98,8 @@ def main(argv):
     output = pathlib.Path(hparams["output_folder"])
 
     # Distillation data: the training recipe's crops (speaker labels unused).
-    run_on_main(prepare_data, kwargs={"hparams": hparams})
-    data = prepare_data(hparams)
+    run_on_main(prepare_recipe_data, kwargs={"hparams": hparams})
+    data = prepare_recipe_data(hparams)
     train_kwargs = {
         "csv_file": data["train"],
         "crop_seconds": hparams["crop_seconds"],
@@ -107,8 +113,8 @@ def main(argv):
     # Teacher: the best checkpoint of its training run; frozen, outside `modules`.
     teacher_model = hparams["embedding_model"]
     teacher_ckpt = init_from_checkpoint(hparams["teacher"], {"embedding_model": teacher_model})
-    if not (run_save_folder(hparams["teacher"]) / LABEL_ENCODER).is_file():
-        raise ValueError(f"teacher: {run_save_folder(hparams['teacher'])} has no {LABEL_ENCODER}")
+    if not (run_save_folder(hparams["teacher"]) / LABEL_ENCODER_FILE).is_file():
+        raise ValueError(f"teacher: {run_save_folder(hparams['teacher'])} has no {LABEL_ENCODER_FILE}")
     if "classifier" not in teacher_ckpt.paramfiles:
         raise ValueError(f"teacher: checkpoint {teacher_ckpt.path} has no classifier.ckpt")
     teacher_model.eval().requires_grad_(False)

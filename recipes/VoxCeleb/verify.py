@@ -28,7 +28,10 @@ except ImportError:  # run from a source checkout without installation
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_w2vbert_sv.inference.verification import verify_trial_list
+from speechbrain_w2vbert_sv.inference.verification import (
+    VerificationOptions,
+    verify_trial_list,
+)
 
 
 def main(argv=None):
@@ -47,25 +50,9 @@ def main(argv=None):
         hparams["trials"],
         hparams["data_folder"],
         hparams["output_folder"],
-        name=hparams["name"],
-        mean_list=hparams["mean_list"],
-        cohort_list=hparams["cohort_list"],
-        cohort_data_folder=hparams["cohort_data_folder"],
-        cohort_per_speaker=hparams["cohort_per_speaker"],
-        cohort_top_n=hparams["cohort_top_n"],
-        calibration_trials=hparams["calibration_trials"],
-        calibration_data_folder=hparams["calibration_data_folder"],
-        check_samples=hparams["check_samples"],
-        make_plots=hparams["plots"],
-        save_embeddings=hparams["save_embeddings"],
-        batch_seconds=hparams["batch_seconds"],
-        max_batch_size=hparams["max_batch_size"],
-        max_padding=hparams["max_padding"],
-        num_workers=hparams["num_workers"],
+        VerificationOptions.from_hparams(hparams),
         run_opts=run_opts,
-        memory_efficient_attention=hparams["memory_efficient_attention"],
     )
-
 
 if __name__ == "__main__":
     try:

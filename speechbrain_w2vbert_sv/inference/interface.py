@@ -84,10 +84,21 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        enable_memory_efficient_attention(
-            self.mods.embedding_model,
-            enabled=getattr(self.hparams, "memory_efficient_attention", True),
+        self.use_memory_efficient_attention(
+            getattr(self.hparams, "memory_efficient_attention", True)
         )
+
+    def use_memory_efficient_attention(self, enabled=True):
+        """Switches the w2v-BERT attention between the memory-efficient exact form
+        (the default of exported models) and HF's own forward.
+
+        Arguments
+        ---------
+        enabled : bool
+            True: relative-key attention in query chunks (long utterances fit in
+            memory, the same numbers up to float rounding); False: HF's forward.
+        """
+        enable_memory_efficient_attention(self.mods.embedding_model, enabled=enabled)
 
     def load_audio(self, path, savedir=None):
         """Reads an audio file as a mono waveform at the model's sample rate.
@@ -135,15 +146,19 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
                 "statistics (subtract a mean embedding with "
                 "speechbrain_w2vbert_sv.scoring.cosine.mean_embedding instead)"
             )
-        wavs = torch.as_tensor(wavs)
-        if wavs.dim() == 1:
-            wavs = wavs.unsqueeze(0)
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
-            wav_lens = torch.as_tensor(wav_lens).to(self.device)
+        wavs, wav_lens = self._on_device(wavs, wav_lens)
         with autocast_context(self.device, self.precision):
             embeddings = self.mods.embedding_model(wavs, wav_lens)
         return embeddings.float()
+
+    def _on_device(self, wavs, wav_lens):
+        """A batch ``[B, S]`` (``[S]``: a batch of one) and its lengths on the device."""
+        wavs = torch.as_tensor(wavs)
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is not None:
+            wav_lens = torch.as_tensor(wav_lens).to(self.device)
+        return wavs.to(self.device).float(), wav_lens
 
     def verify_batch(self, wavs1, wavs2, wav1_lens=None, wav2_lens=None, threshold=None):
         """Cosine scores and decisions of pairs of waveform batches.
@@ -241,7 +256,7 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
 
-def load_model(path, **kwargs):
+def load_model(path, memory_efficient_attention=None, **kwargs):
     """Loads an exported folder or a training run with the interface it names.
 
     The interface is the class named by ``interface`` in the hyperparameters:
@@ -253,6 +268,9 @@ def load_model(path, **kwargs):
     path : str or os.PathLike
         Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), training
         output folder or checkpoint folder.
+    memory_efficient_attention : bool, optional
+        Overrides the folder's choice of attention (see
+        ``W2VBertSpeakerRecognition.use_memory_efficient_attention``).
     **kwargs
         Arguments of ``from_hparams`` (``run_opts``, ...), or for a run those of
         the class and ``hparams_file``, ``overrides``, ``threshold``.
@@ -267,11 +285,17 @@ def load_model(path, **kwargs):
     ).is_file():
         tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
         interface = interface_class(tree.get("interface"))
-        return interface.from_hparams(source=str(path), **kwargs)
-    run_args = {k: kwargs.pop(k) for k in ("hparams_file", "overrides", "threshold") if k in kwargs}
-    hparams, _ = load_run(path, **run_args)
-    interface = interface_class(hparams.get("interface"))
-    return interface(modules=hparams["modules"], hparams=hparams, **kwargs)
+        model = interface.from_hparams(source=str(path), **kwargs)
+    else:
+        run_args = {
+            k: kwargs.pop(k) for k in ("hparams_file", "overrides", "threshold") if k in kwargs
+        }
+        hparams, _ = load_run(path, **run_args)
+        interface = interface_class(hparams.get("interface"))
+        model = interface(modules=hparams["modules"], hparams=hparams, **kwargs)
+    if memory_efficient_attention is not None:
+        model.use_memory_efficient_attention(memory_efficient_attention)
+    return model
 
 
 def interface_class(name=None):
@@ -343,10 +367,8 @@ class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------
@@ -355,9 +377,7 @@ class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
         embeddings : torch.Tensor
             Speaker embeddings [B, 1, E].
         """
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
-            wav_lens = wav_lens.to(self.device)
+        wavs, wav_lens = self._on_device(wavs, wav_lens)
         with torch.no_grad():
             out = self.mods.embedding_model.recognize_and_embed(wavs, wav_lens)
         return self._words(out.log_probs, out.lengths), out.embeddings
@@ -367,18 +387,14 @@ class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------
         list of list of str
         """
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
-            wav_lens = wav_lens.to(self.device)
+        wavs, wav_lens = self._on_device(wavs, wav_lens)
         with torch.no_grad():
             out = self.mods.embedding_model.asr_model(wavs, wav_lens)
         return self._words(out.log_probs, out.lengths)

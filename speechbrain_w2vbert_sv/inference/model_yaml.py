@@ -15,6 +15,7 @@ from hyperpyyaml import resolve_references
 from transformers import AutoConfig, PretrainedConfig
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import build_w2vbert_config
+from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +153,7 @@ def encoder_config(settings):
     """
     source = settings.get("w2vbert_source")
     if source:
-        # Importing the pruning package registers the pruned model type.
-        import speechbrain_w2vbert_sv.pruning  # noqa: F401
-
+        register_auto_classes()  # the source may be a saved pruned encoder
         try:
             config = AutoConfig.from_pretrained(
                 source, cache_dir=settings.get("w2vbert_cache_dir")

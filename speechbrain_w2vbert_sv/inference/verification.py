@@ -9,6 +9,7 @@ writes the scores of each system, a results table (EER, minDCF at p_target 0.01 
 """
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -17,14 +18,14 @@ import pathlib
 import numpy as np
 import torch
 
-from speechbrain_w2vbert_sv import plots, scoring
+from speechbrain_w2vbert_sv import scoring
 from speechbrain_w2vbert_sv.data.csv_io import read_file_list
 from speechbrain_w2vbert_sv.data.file_checks import (
     DEFAULT_MIN_DURATION,
     check_audio_files,
 )
 from speechbrain_w2vbert_sv.inference.interface import load_model
-from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.scoring import plots
 from speechbrain_w2vbert_sv.scoring.metrics import (
     compute_act_dcf,
     compute_cllr,
@@ -185,26 +186,97 @@ def _score_list(trials, matrix, mean, cohort, top_n, durations):
     return systems, qualities
 
 
+@dataclasses.dataclass
+class VerificationOptions:
+    """Settings of :func:`verify_trial_list` (those of ``hparams/verification.yaml``).
+
+    Attributes
+    ----------
+    name : str, optional
+        Name of the list in tables (default: the trial list's file name).
+    mean_list : str, optional
+        Files whose mean embedding is subtracted before every cosine.
+    cohort_list : str, optional
+        Cohort files of adaptive s-norm (speakers disjoint from the trials).
+    cohort_data_folder : str, optional
+        Folder of relative paths in ``mean_list``/``cohort_list`` (default: the
+        trials' data folder).
+    cohort_per_speaker : bool
+        One cohort entry per speaker (mean embedding; needs a CSV with ``spk_id``).
+    cohort_top_n : int
+        Cohort scores kept per utterance.
+    calibration_trials : str, optional
+        Trial list (labels known, speakers disjoint from the trials) on which QMF
+        calibration is fitted; it is then applied to the trials.
+    calibration_data_folder : str, optional
+        Folder of its paths (default: the trials' data folder).
+    check_samples : bool
+        Decode every file in the check (otherwise headers only).
+    make_plots : bool
+        Write DET and histogram PNGs.
+    save_embeddings : bool
+        Also save ``embeddings.pt`` (``{"paths": [...], "embeddings": [N, E]}``).
+    memory_efficient_attention : bool, optional
+        Compute relative-key attention in query chunks (long utterances fit in
+        memory; the same numbers up to float rounding); False: HF's forward; None:
+        the model's own setting.
+    batch_seconds, max_batch_size, max_padding, num_workers :
+        Batching of ``embed_files`` (None: its defaults).
+
+    Example
+    -------
+    >>> VerificationOptions.from_hparams({"cohort_top_n": 200, "output_folder": "x"}).cohort_top_n
+    200
+    """
+
+    name: str = None
+    mean_list: str = None
+    cohort_list: str = None
+    cohort_data_folder: str = None
+    cohort_per_speaker: bool = False
+    cohort_top_n: int = 300
+    calibration_trials: str = None
+    calibration_data_folder: str = None
+    check_samples: bool = False
+    make_plots: bool = True
+    save_embeddings: bool = False
+    memory_efficient_attention: bool = None
+    batch_seconds: float = None
+    max_batch_size: int = None
+    max_padding: float = None
+    num_workers: int = 0
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        """The options named in a hyperparameter dict (other keys are ignored).
+
+        Arguments
+        ---------
+        hparams : dict
+            E.g. the loaded ``verification.yaml``.
+
+        Returns
+        -------
+        VerificationOptions
+        """
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in hparams.items() if k in names})
+
+    def embed_options(self):
+        """The batching options that are set, as ``embed_files`` keyword arguments."""
+        batching = ("batch_seconds", "max_batch_size", "max_padding", "num_workers")
+        return {k: getattr(self, k) for k in batching if getattr(self, k) is not None}
+
+
 def verify_trial_list(
     model,
     trials,
     data_folder,
     output_folder,
-    name=None,
-    mean_list=None,
-    cohort_list=None,
-    cohort_data_folder=None,
-    cohort_per_speaker=False,
-    cohort_top_n=300,
-    calibration_trials=None,
-    calibration_data_folder=None,
-    check_samples=False,
-    make_plots=True,
-    save_embeddings=False,
+    options=None,
     progress=True,
     run_opts=None,
-    memory_efficient_attention=True,
-    **embed_options,
+    **settings,
 ):
     """Verifies a VoxCeleb-format trial list end to end and writes the results.
 
@@ -220,77 +292,54 @@ def verify_trial_list(
         Folder the trial list's paths are relative to.
     output_folder : str or os.PathLike
         Where scores, tables and plots go.
-    name : str, optional
-        Name of the list in tables (default: the trial list's file name).
-    mean_list : str, optional
-        Files whose mean embedding is subtracted before every cosine.
-    cohort_list : str, optional
-        Cohort files of adaptive s-norm (speakers disjoint from the trials).
-    cohort_data_folder : str, optional
-        Folder of relative paths in ``mean_list``/``cohort_list`` (default:
-        ``data_folder``).
-    cohort_per_speaker : bool
-        One cohort entry per speaker (mean embedding; needs a CSV with ``spk_id``).
-    cohort_top_n : int
-        Cohort scores kept per utterance.
-    calibration_trials : str, optional
-        Trial list (labels known, speakers disjoint from ``trials``) on which QMF
-        calibration is fitted; it is then applied to ``trials``.
-    calibration_data_folder : str, optional
-        Folder of its paths (default: ``data_folder``).
-    check_samples : bool
-        Decode every file in the check (otherwise headers only).
-    make_plots : bool
-        Write DET and histogram PNGs.
-    save_embeddings : bool
-        Also save ``embeddings.pt`` (``{"paths": [...], "embeddings": [N, E]}``).
+    options : VerificationOptions, optional
+        Scoring, checking, output and batching settings.
     progress : bool
         Show progress bars.
     run_opts : dict, optional
         Run options (``device``, ``precision``) of a model loaded from a folder.
-    memory_efficient_attention : bool
-        Compute relative-key attention in query chunks (long utterances fit in
-        memory; the same numbers up to float rounding); False: HF's forward.
-    **embed_options
-        Options of ``embed_files`` (``batch_seconds``, ``max_batch_size``,
-        ``num_workers``, ``precision``).
+    **settings
+        Fields of :class:`VerificationOptions` that replace those of ``options``.
 
     Returns
     -------
     dict
         System name -> metrics (``eer``, ``min_dcf@0.01``, ``min_dcf@0.05``, ...).
     """
+    opts = dataclasses.replace(options or VerificationOptions(), **settings)
     output_folder = pathlib.Path(output_folder)
-    name = name or pathlib.Path(trials).name
-    aux_root = os.fspath(cohort_data_folder or data_folder)
+    name = opts.name or pathlib.Path(trials).name
+    aux_root = os.fspath(opts.cohort_data_folder or data_folder)
     lists = [(os.fspath(trials), scoring.read_trials(trials), os.fspath(data_folder))]
-    if calibration_trials:
-        calibration_root = os.fspath(calibration_data_folder or data_folder)
+    if opts.calibration_trials:
+        calibration_root = os.fspath(opts.calibration_data_folder or data_folder)
         lists.append(
             (
-                os.fspath(calibration_trials),
-                scoring.read_trials(calibration_trials),
+                os.fspath(opts.calibration_trials),
+                scoring.read_trials(opts.calibration_trials),
                 calibration_root,
             )
         )
     file_lists = []
-    if mean_list:
-        file_lists.append((f"mean list {mean_list}", read_cohort(mean_list, aux_root)[0]))
+    if opts.mean_list:
+        file_lists.append((f"mean list {opts.mean_list}", read_cohort(opts.mean_list, aux_root)[0]))
     speakers = None
-    if cohort_list:
-        cohort_paths, speakers = read_cohort(cohort_list, aux_root, cohort_per_speaker)
-        file_lists.append((f"cohort list {cohort_list}", cohort_paths))
-    workers = embed_options.get("num_workers", 0)
-    durations = check_files(lists, file_lists, read_samples=check_samples, num_workers=workers)
+    if opts.cohort_list:
+        cohort_paths, speakers = read_cohort(opts.cohort_list, aux_root, opts.cohort_per_speaker)
+        file_lists.append((f"cohort list {opts.cohort_list}", cohort_paths))
+    durations = check_files(
+        lists, file_lists, read_samples=opts.check_samples, num_workers=opts.num_workers
+    )
 
     if isinstance(model, (str, os.PathLike)):
-        model = load_model(model, run_opts=run_opts)
-    enable_memory_efficient_attention(
-        model.mods.embedding_model, enabled=memory_efficient_attention
-    )
+        model = load_model(
+            model, run_opts=run_opts, memory_efficient_attention=opts.memory_efficient_attention
+        )
+    elif opts.memory_efficient_attention is not None:
+        model.use_memory_efficient_attention(opts.memory_efficient_attention)
     paths = list(durations)
     embeddings = model.encode_files(
-        paths, durations=durations, progress=progress, **embed_options
+        paths, durations=durations, progress=progress, **opts.embed_options()
     )
     row = {p: i for i, p in enumerate(paths)}
 
@@ -298,11 +347,11 @@ def verify_trial_list(
         return embeddings[torch.as_tensor([row[p] for p in files])]
 
     output_folder.mkdir(parents=True, exist_ok=True)
-    if save_embeddings:
+    if opts.save_embeddings:
         torch.save({"paths": paths, "embeddings": embeddings}, output_folder / "embeddings.pt")
-    mean = scoring.mean_embedding(rows(file_lists[0][1])) if mean_list else None
+    mean = scoring.mean_embedding(rows(file_lists[0][1])) if opts.mean_list else None
     cohort = None
-    if cohort_list:
+    if opts.cohort_list:
         cohort = rows(cohort_paths)
         if speakers is not None:
             cohort = _speaker_means(cohort, speakers)
@@ -312,10 +361,13 @@ def verify_trial_list(
         files = [os.path.join(root, u) for u in list_trials.utterances]
         seconds = [durations[p] for p in files]
         scored.append(
-            (list_trials, *_score_list(list_trials, rows(files), mean, cohort, cohort_top_n, seconds))
+            (
+                list_trials,
+                *_score_list(list_trials, rows(files), mean, cohort, opts.cohort_top_n, seconds),
+            )
         )
     test_trials, systems, qualities = scored[0]
-    if calibration_trials:
+    if opts.calibration_trials:
         calib_trials, calib_systems, calib_qualities = scored[1]
         last = list(systems)[-1]
         calibrator = scoring.QMFCalibrator(num_features=1 + 2 * len(qualities))
@@ -335,12 +387,12 @@ def verify_trial_list(
         if system == "qmf":
             details[system]["act_dcf@0.01"] = compute_act_dcf(scores, labels, 0.01)
             details[system]["cllr"] = compute_cllr(scores, labels)
-        if make_plots:
+        if opts.make_plots:
             plots.plot_score_histogram(
                 output_folder / f"hist_{system}.png", scores, labels, title=f"{name} {system}"
             )
     table = scoring.write_results_table(output_folder / "results.md", results)
-    if make_plots:
+    if opts.make_plots:
         plots.plot_det(
             output_folder / "det.png",
             {s: (v.double().numpy(), labels) for s, v in systems.items()},

@@ -144,10 +144,8 @@ class ConformerFbank(torch.nn.Module):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------

@@ -46,10 +46,8 @@ class SpeakerEmbeddingModel(torch.nn.Module):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B] in (0, 1].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------

@@ -90,10 +90,8 @@ class SpeakerAdaptorModel(torch.nn.Module):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------
@@ -110,10 +108,8 @@ class SpeakerAdaptorModel(torch.nn.Module):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
 
         Returns
         -------

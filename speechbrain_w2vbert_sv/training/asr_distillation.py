@@ -244,10 +244,8 @@ class MultiTaskSpeakerModel(SpeakerEmbeddingModel):
 
         Arguments
         ---------
-        wavs : torch.Tensor
-            Waveforms [B, S].
-        wav_lens : torch.Tensor, optional
-            Relative lengths [B].
+        wavs, wav_lens : torch.Tensor
+            Waveforms [B, S] and their relative lengths [B] (optional: all full length).
         multitask : bool
             Also return the ASR outputs.
 

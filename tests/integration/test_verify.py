@@ -79,7 +79,7 @@ def test_verify_end_to_end(setup, shared_data):
     # A training output folder works as --model (LoRA merged on the fly).
     from_run = _verify_main()([
         str(VERIFY_YAML), f"--model={root / 'run'}", f"--trials={root / 'test.txt'}",
-        f"--data_folder={shared_data}", f"--output_folder={root / 'out_run'}", "--plots=False",
+        f"--data_folder={shared_data}", f"--output_folder={root / 'out_run'}", "--make_plots=False",
     ])
     assert from_run["test.txt cosine"]["eer"] == pytest.approx(results["ASC cosine"]["eer"])
     _, run_scores = read_scores(root / "out_run" / "scores_cosine.txt")
