@@ -7,7 +7,9 @@ Commands:
 - ``verify``: score and decision for two audio files.
 - ``score``: a whole trial list: scores, EER/minDCF table, plots (optionally with
   mean subtraction, adaptive s-norm and QMF calibration).
-- ``export``: a training run to a folder that ``from_hparams`` loads offline.
+- ``export``: a training run to a folder that ``from_hparams`` loads offline
+  (``--format wespeaker``: to WeSpeaker's ``config.yaml`` + ``avg_model.pt``).
+- ``import``: a released checkpoint of the paper's code or WeSpeaker to such a folder.
 - ``onnx``: the backbone and head of a model to ONNX (fbank features in).
 
 ``--model`` takes an exported folder or a training output/checkpoint folder.
@@ -164,7 +166,14 @@ def _override(text):
 
 
 def export(args):
-    """``export``: writes an exported model folder from a training run."""
+    """``export``: writes an exported model folder from a training run, or WeSpeaker's
+    ``config.yaml`` + ``avg_model.pt`` from a run or an exported folder."""
+    if args.format == "wespeaker":
+        from speechbrain_w2vbert_sv.inference.wespeaker_export import export_wespeaker
+
+        out = export_wespeaker(args.run, args.output, w2vbert_source=args.w2vbert_source)
+        print(f"exported {args.run} to {out} in WeSpeaker's format")
+        return
     from speechbrain_w2vbert_sv.inference.export import export_model
 
     out = export_model(
@@ -176,6 +185,23 @@ def export(args):
         check=not args.no_check,
     )
     print(f"exported {args.run} to {out}")
+
+
+def import_(args):
+    """``import``: a released checkpoint (paper code or WeSpeaker) to an exported folder."""
+    from speechbrain_w2vbert_sv.inference.checkpoint_import import import_checkpoint
+
+    out = import_checkpoint(
+        args.checkpoint,
+        args.format,
+        args.output,
+        w2vbert_source=args.w2vbert_source,
+        config=args.config,
+        threshold=args.threshold,
+    )
+    notes = [line[2:] for line in (out / "hyperparams.yaml").read_text().splitlines()[1:]
+             if line.startswith("# ")]
+    print("\n".join(notes + [f"imported {args.checkpoint} to {out}"]))
 
 
 def onnx(args):
@@ -231,7 +257,16 @@ def build_parser():
     p.set_defaults(func=score)
 
     p = commands.add_parser("export", help="export a training run for from_hparams")
-    p.add_argument("--run", required=True, help="training output folder or checkpoint folder")
+    p.add_argument("--run", "--model", dest="run", required=True,
+                   help="training output folder or checkpoint folder (with --format "
+                        "wespeaker also an exported folder)")
+    p.add_argument("--format", default="speechbrain", choices=["speechbrain", "wespeaker"],
+                   help="speechbrain: hyperparams.yaml + embedding_model.ckpt; wespeaker: "
+                        "config.yaml + avg_model.pt for WeSpeaker's load_model_pt")
+    p.add_argument("--w2vbert_source", default=None,
+                   help="wespeaker: model_name of WeSpeaker's frontend (default: "
+                        "facebook/w2v-bert-2.0 for its architecture, else a w2vbert/ folder "
+                        "written beside)")
     p.add_argument("--output", required=True, help="folder to write")
     p.add_argument("--hparams", default=None,
                    help="training yaml (default: the run's hyperparams.yaml)")
@@ -242,6 +277,24 @@ def build_parser():
     p.add_argument("--no_check", action="store_true",
                    help="skip reloading the export and comparing its embeddings")
     p.set_defaults(func=export)
+
+    p = commands.add_parser(
+        "import", help="import a released checkpoint (paper code or WeSpeaker)"
+    )
+    p.add_argument("--format", required=True, choices=["paper", "wespeaker"])
+    p.add_argument("--checkpoint", required=True,
+                   help="paper: the checkpoint file; wespeaker: the model folder "
+                        "(config.yaml + avg_model.pt) or its avg_model.pt")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--w2vbert_source", default=None,
+                   help="hub id or folder whose config.json describes the encoder "
+                        "(default: w2v-BERT 2.0's configuration, sizes from the weights)")
+    p.add_argument("--config", default=None,
+                   help="the source's configuration: the paper's training yaml (LoRA "
+                        "alpha), or a WeSpeaker config.yaml other than the one beside")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold to store")
+    p.set_defaults(func=import_)
 
     p = commands.add_parser("onnx", help="export backbone + head to ONNX (features in)")
     p.add_argument("--output", required=True, help="ONNX file to write")

@@ -48,6 +48,7 @@ from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
 from speechbrain_w2vbert_sv.training.checkpoints import (
     AtomicCheckpointer,
     init_from_checkpoint,
+    is_exported_folder,
     run_save_folder,
 )
 from speechbrain_w2vbert_sv.utils import count_parameters
@@ -66,7 +67,9 @@ def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder):
 
     The checkpoint's ``embedding_model`` is the teacher's with the pruned backbone
     (built from ``folder/encoder`` exactly as the training recipe builds it), its
-    ``classifier`` the teacher's; the teacher's label encoder goes along.
+    ``classifier`` the teacher's; the teacher's label encoder goes along (a teacher
+    given as an exported model has neither: the checkpoint then holds the embedding
+    model only).
     """
     folder = pathlib.Path(folder)
     encoder.save_pretrained(folder / "encoder")
@@ -75,14 +78,18 @@ def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder):
         backbone=W2VBertBackbone(source=str(folder / "encoder")),
         head=teacher_model.head,
     )
-    classifier_state = torch.load(teacher_ckpt.paramfiles["classifier"], map_location="cpu")
-    classifier = make_classifier(out_neurons=classifier_state["weight"].shape[0])
-    classifier.load_state_dict(classifier_state)
+    recoverables = {"embedding_model": model}
+    if "classifier" in teacher_ckpt.paramfiles:
+        classifier_state = torch.load(teacher_ckpt.paramfiles["classifier"], map_location="cpu")
+        classifier = make_classifier(out_neurons=classifier_state["weight"].shape[0])
+        classifier.load_state_dict(classifier_state)
+        recoverables["classifier"] = classifier
     save = folder / "save"
     shutil.rmtree(save, ignore_errors=True)
-    checkpointer = AtomicCheckpointer(save, {"embedding_model": model, "classifier": classifier})
+    checkpointer = AtomicCheckpointer(save, recoverables)
     checkpointer.save_checkpoint(meta={"source": str(teacher_ckpt.path)})
-    shutil.copyfile(teacher_ckpt.path.parent / LABEL_ENCODER_FILE, save / LABEL_ENCODER_FILE)
+    if "classifier" in recoverables:
+        shutil.copyfile(teacher_ckpt.path.parent / LABEL_ENCODER_FILE, save / LABEL_ENCODER_FILE)
 
 
 def main(argv):
@@ -112,11 +119,15 @@ def main(argv):
 
     # Teacher: the best checkpoint of its training run; frozen, outside `modules`.
     teacher_model = hparams["embedding_model"]
+    # Or an exported/imported model folder: the embedding model only, no classifier.
     teacher_ckpt = init_from_checkpoint(hparams["teacher"], {"embedding_model": teacher_model})
-    if not (run_save_folder(hparams["teacher"]) / LABEL_ENCODER_FILE).is_file():
-        raise ValueError(f"teacher: {run_save_folder(hparams['teacher'])} has no {LABEL_ENCODER_FILE}")
-    if "classifier" not in teacher_ckpt.paramfiles:
-        raise ValueError(f"teacher: checkpoint {teacher_ckpt.path} has no classifier.ckpt")
+    if not is_exported_folder(hparams["teacher"]):
+        if not (run_save_folder(hparams["teacher"]) / LABEL_ENCODER_FILE).is_file():
+            raise ValueError(
+                f"teacher: {run_save_folder(hparams['teacher'])} has no {LABEL_ENCODER_FILE}"
+            )
+        if "classifier" not in teacher_ckpt.paramfiles:
+            raise ValueError(f"teacher: checkpoint {teacher_ckpt.path} has no classifier.ckpt")
     teacher_model.eval().requires_grad_(False)
     common = {
         **hparams,

@@ -16,7 +16,8 @@ trial lists), ``folder`` (any corpus whose speaker is found in the file path by
 ``synthetic`` (a generated corpus: no data needed). The first trial list of
 ``trials`` validates every epoch (its EER selects the best checkpoint); every list
 is scored with the best checkpoint at the end. ``--init_from=<previous output
-folder>`` starts from the best checkpoint of a previous stage (see README.md).
+folder>`` starts from the best checkpoint of a previous stage, or from an exported
+or imported model folder (its classifier then starts fresh; see README.md).
 The steps are those of
 :func:`speechbrain_w2vbert_sv.training.speaker_recipe.train_speaker_model`.
 """

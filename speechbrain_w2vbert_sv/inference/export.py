@@ -13,6 +13,7 @@ import pathlib
 import torch
 
 from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition
+from speechbrain_w2vbert_sv.inference.model_card import CARD_FILE, model_card
 from speechbrain_w2vbert_sv.inference.model_yaml import HPARAMS_FILE, WEIGHTS_FILE
 from speechbrain_w2vbert_sv.inference.training_runs import load_run, trained_model
 
@@ -24,8 +25,8 @@ def export_model(
 ):
     """Exports a training run as a folder that ``from_hparams`` loads offline.
 
-    Writes ``hyperparams.yaml`` and ``embedding_model.ckpt`` (LoRA merged) into
-    ``out``: the folder to push to a model hub.
+    Writes ``hyperparams.yaml``, ``embedding_model.ckpt`` (LoRA merged) and a model
+    card (``README.md``) into ``out``: the folder to push to a model hub.
 
     Arguments
     ---------
@@ -56,6 +57,7 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     (out / HPARAMS_FILE).write_text(text, encoding="utf-8")
     torch.save(hparams["embedding_model"].state_dict(), out / WEIGHTS_FILE)
+    (out / CARD_FILE).write_text(model_card(hparams["model"]), encoding="utf-8")
     del hparams  # the check holds two more copies of a 2.4 GB model
     logger.info("Exported %s to %s", run, out)
     if check:

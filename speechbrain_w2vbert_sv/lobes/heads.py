@@ -115,6 +115,10 @@ class MFAHead(torch.nn.Module):
         Bottleneck width of the pooling attention.
     embedding_size : int
         Size of the speaker embedding.
+    pooling_eps : float
+        Floor of the pooled variance (1e-6 in this package's training; the released
+        checkpoints of the paper's code and WeSpeaker were trained with 1e-5, which
+        their imported folders store).
 
     Example
     -------
@@ -131,13 +135,14 @@ class MFAHead(torch.nn.Module):
         adapter_size=128,
         attention_channels=128,
         embedding_size=256,
+        pooling_eps=1e-6,
     ):
         super().__init__()
         self.adapters = torch.nn.ModuleList(
             LayerAdapter(input_size, adapter_size) for _ in range(num_hidden_states)
         )
         mfa_size = num_hidden_states * adapter_size
-        self.pooling = AttentiveStatisticsPooling(mfa_size, attention_channels)
+        self.pooling = AttentiveStatisticsPooling(mfa_size, attention_channels, pooling_eps)
         self.embedding = torch.nn.Linear(2 * mfa_size, embedding_size)
 
     def forward(self, hidden_states, lengths=None):

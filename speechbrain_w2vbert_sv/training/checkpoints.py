@@ -194,8 +194,63 @@ def run_save_folder(source):
     return folder
 
 
+def is_exported_folder(folder):
+    """Whether a folder is an exported (or imported) model: ``hyperparams.yaml`` and
+    ``embedding_model.ckpt``, no checkpoints.
+
+    Arguments
+    ---------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    bool
+    """
+    folder = pathlib.Path(folder)
+    return (
+        (folder / "hyperparams.yaml").is_file()
+        and (folder / "embedding_model.ckpt").is_file()
+        and not (folder / "CKPT.yaml").is_file()
+        and not (folder / "save").is_dir()
+    )
+
+
+def _init_from_exported(folder, modules):
+    """``init_from_checkpoint`` of an exported folder: only the embedding model is
+    there; the other modules (the classifier) start fresh."""
+    from speechbrain_w2vbert_sv.inference.checkpoint_import import read_yaml
+
+    weights = folder / "embedding_model.ckpt"
+    if "embedding_model" not in modules:
+        raise ValueError(f"init_from: {folder} is an exported model: it holds embedding_model only")
+    model = modules["embedding_model"]
+    pooling = getattr(getattr(model, "head", None), "pooling", None)
+    section = read_yaml(folder / "hyperparams.yaml").get("model") or {}
+    # Folders exported before the setting existed pooled with MFAHead's default.
+    eps = float(section.get("pooling_eps", 1e-6))
+    if pooling is not None and getattr(pooling, "eps", eps) != eps:
+        raise ValueError(
+            f"init_from: {folder} pools with a variance floor of {eps:g}, this configuration "
+            f"with {pooling.eps:g}: set pooling_eps: {eps:g} (e.g. --pooling_eps={eps:g})"
+        )
+    state = torch_patched_state_dict_load(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"init_from: {weights} does not fit the embedding_model of this configuration: "
+            f"{error}"
+        ) from None
+    fresh = [name for name in modules if name != "embedding_model"]
+    logger.info("Initialised embedding_model from the exported model %s%s", folder,
+                f"; {', '.join(fresh)} start fresh" if fresh else "")
+    return Checkpoint(folder, {}, {"embedding_model": weights})
+
+
 def init_from_checkpoint(source, modules, keys=SELECTION_KEYS):
-    """Loads modules from the best checkpoint of a previous training run.
+    """Loads modules from the best checkpoint of a previous training run, or the
+    embedding model of an exported or imported model folder (the other modules, e.g.
+    the classifier, then start fresh).
 
     A backbone saved with LoRA adapters loads into a backbone without them by
     merging the adapters (see ``W2VBertBackbone``), which is how stage 2 starts
@@ -204,7 +259,8 @@ def init_from_checkpoint(source, modules, keys=SELECTION_KEYS):
     Arguments
     ---------
     source : str or os.PathLike
-        The previous run's output folder (holding ``save/``) or its checkpoint folder.
+        The previous run's output folder (holding ``save/``), its checkpoint folder, or
+        an exported model folder (``hyperparams.yaml`` + ``embedding_model.ckpt``).
     modules : dict
         Recoverable name (as in the previous run's checkpoints, e.g.
         ``embedding_model``, ``classifier``) -> module to load into.
@@ -221,6 +277,8 @@ def init_from_checkpoint(source, modules, keys=SELECTION_KEYS):
     ValueError
         No checkpoint in ``source``, a module missing from it, or one that does not fit.
     """
+    if is_exported_folder(source):
+        return _init_from_exported(pathlib.Path(source), modules)
     folder = run_save_folder(source)
     ckpt = best_checkpoint(AtomicCheckpointer(folder), keys)
     if ckpt is None:

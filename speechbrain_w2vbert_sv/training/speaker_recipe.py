@@ -20,6 +20,7 @@ from speechbrain_w2vbert_sv.data.recipe_data import (
 from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.training.checkpoints import (
     init_from_checkpoint,
+    is_exported_folder,
     run_save_folder,
 )
 from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
@@ -34,7 +35,8 @@ def train_speaker_model(argv):
 
     Prepares the data of ``data_format`` and the augmentation lists (main process
     first), builds the label encoder (a later stage keeps its ``--init_from`` run's
-    classes), trains with the Brain the yaml names (``brain_class``, default
+    classes; an exported or imported model folder brings none, its classifier starts
+    fresh), trains with the Brain the yaml names (``brain_class``, default
     :class:`~speechbrain_w2vbert_sv.training.speaker_brain.SpeakerBrain`), validating
     on the first trial list, and scores every trial list with the best checkpoint.
 
@@ -74,7 +76,9 @@ def train_speaker_model(argv):
     # Labels: a later stage keeps the classes of the stage it starts from.
     label_file = save_folder / LABEL_ENCODER_FILE
     init_from = hparams["init_from"]
-    if init_from is not None and if_main_process() and not label_file.exists():
+    # An exported model has no classifier (nor its classes): a fresh one is trained.
+    from_classes = init_from is not None and not is_exported_folder(init_from)
+    if from_classes and if_main_process() and not label_file.exists():
         previous = run_save_folder(init_from) / LABEL_ENCODER_FILE
         if previous.is_file():
             shutil.copyfile(previous, label_file)

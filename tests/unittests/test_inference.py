@@ -107,7 +107,10 @@ def _batch(seed=0):
 def test_export_loads_offline_and_matches_trained_model(exported):
     run, out, trained = exported
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    assert sorted(p.name for p in out.iterdir()) == ["embedding_model.ckpt", "hyperparams.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "embedding_model.ckpt", "hyperparams.yaml"]
+    card = (out / "README.md").read_text()  # the model card
+    assert "Trained with `speechbrain_w2vbert_sv`" in card and "from_hparams" in card
     text = (out / "hyperparams.yaml").read_text()
     assert "!include" not in text and "threshold: 0.4" in text
     state = torch.load(out / "embedding_model.ckpt", weights_only=True)

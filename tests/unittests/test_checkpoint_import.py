@@ -1,0 +1,350 @@
+"""Import of the released checkpoints (paper code, WeSpeaker) and export to WeSpeaker,
+checked against WeSpeaker's own code (``wespeaker-unofficial``) on small random models."""
+
+import pathlib
+
+import pytest
+import soundfile
+import torch
+import yaml
+from speechbrain.inference.classifiers import EncoderClassifier
+from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+from speechbrain_w2vbert_sv.cli import main
+from speechbrain_w2vbert_sv.inference.checkpoint_import import import_checkpoint
+from speechbrain_w2vbert_sv.inference.interface import load_model
+from speechbrain_w2vbert_sv.inference.wespeaker_export import export_wespeaker
+from tests.wespeaker_peer import load_wespeaker_folder, wespeaker_embed, wespeaker_modules
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 64, "layerdrop": 0.0}
+EMBED, ADAPTER = 16, 8
+ATOL = 1e-4
+# 16000 samples give 98 fbank frames (49 stacked), 16160 give 99: WeSpeaker's
+# extractor then pads to 100 and pools a half-padded frame.
+EVEN, ODD = 16000, 16160
+
+
+@pytest.fixture(scope="module")
+def peer():
+    try:
+        return wespeaker_modules()
+    except ImportError:
+        pytest.skip("wespeaker-unofficial not installed (pip install --no-deps "
+                    "wespeaker-unofficial==0.0.2)")
+
+
+@pytest.fixture(scope="module")
+def encoder_folder(tmp_path_factory):
+    """A random tiny encoder + the feature extractor's settings, as WeSpeaker loads them."""
+    folder = tmp_path_factory.mktemp("encoder")
+    torch.manual_seed(0)
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(**TINY)).save_pretrained(folder)
+    SeamlessM4TFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def build_wespeaker(peer, encoder_folder, seed=1, lora=None):
+    """WeSpeaker's model, built as its loader does, with random head and statistics."""
+    torch.manual_seed(seed)
+    model = peer.mfa.W2VBert_Adapter_MFA(
+        feat_dim=TINY["hidden_size"], embed_dim=EMBED, adapter_dim=ADAPTER,
+        num_frontend_hidden_layers=TINY["num_hidden_layers"],
+    )
+    frontend = peer.frontend.W2VBertFrontend(
+        model_name=str(encoder_folder), download_dir=str(encoder_folder), frozen=True,
+        use_lora=lora is not None, lora_config_args=lora,
+    )
+    model.add_module("frontend", frontend)
+    with torch.no_grad():
+        norm = model.pooling.attention[2]
+        norm.running_mean.normal_(0.0, 0.1)
+        norm.running_var.uniform_(0.5, 2.0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: no update to test
+                param.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def save_wespeaker(model, folder, lora=None, wrap=False):
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    torch.save({"state_dict": state} if wrap else state, folder / "avg_model.pt")
+    args = {"model_name": "facebook/w2v-bert-2.0", "frozen": True, "use_lora": lora is not None}
+    if lora:
+        args["lora_config_args"] = lora
+    config = {"model": "W2VBert_Adapter_MFA", "dataset_args": {
+        "frontend": "w2vbert", "resample_rate": 16000, "w2vbert_args": args}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def wavs_of(samples, batch=1, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(batch, samples, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def reference(peer, encoder_folder, tmp_path_factory):
+    model = build_wespeaker(peer, encoder_folder)
+    folder = save_wespeaker(model, tmp_path_factory.mktemp("wespeaker"), wrap=True)
+    imported = import_checkpoint(folder, "wespeaker", folder / "imported")
+    return model, folder, imported
+
+
+def test_wespeaker_import_matches_wespeaker(reference):
+    model, _, imported = reference
+    ours = load_model(imported)
+    assert ours.hparams.model["pooling_eps"] == 1e-5
+    for wavs in (wavs_of(EVEN), wavs_of(EVEN, batch=3, seed=1), wavs_of(3 * EVEN, seed=2)):
+        with torch.no_grad():
+            expected = wespeaker_embed(model, wavs)
+        got = ours.encode_batch(wavs)[:, 0]
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    # Another model's output is far: the comparison can fail.
+    other = load_model(imported).encode_batch(wavs_of(EVEN, seed=5))[:, 0]
+    assert (other - wespeaker_embed(model, wavs_of(EVEN))).abs().max() > 100 * ATOL
+    # SpeechBrain's stock class reads the folder, and the card is there.
+    stock = EncoderClassifier.from_hparams(source=str(imported))
+    torch.testing.assert_close(stock.encode_batch(wavs_of(EVEN)),
+                               ours.encode_batch(wavs_of(EVEN)), atol=1e-6, rtol=0)
+    card = (imported / "README.md").read_text()
+    assert "wespeaker" in card and "Apache-2.0" in card and "from_hparams" in card
+
+
+def test_odd_frame_count_pools_only_valid_frames(reference):
+    """WeSpeaker pads 99 frames to 100 and pools the half-padded last stacked frame;
+    ours pools the valid frames: equal to WeSpeaker's head on the hidden states
+    without that frame."""
+    model, _, imported = reference
+    wavs = wavs_of(ODD)
+    with torch.no_grad():
+        hidden_states, _ = model.frontend(wavs, torch.tensor([ODD]))
+        without_half_frame = model(tuple(h[:, :-1] for h in hidden_states))[1]
+        wespeaker = wespeaker_embed(model, wavs)
+    got = load_model(imported).encode_batch(wavs)[:, 0]
+    torch.testing.assert_close(got, without_half_frame, atol=ATOL, rtol=0)
+    difference = float((got - wespeaker).abs().max())
+    print(f"odd frame count: max |ours - WeSpeaker| = {difference:.3g}")
+    assert difference > ATOL
+
+
+def test_lora_and_merged_checkpoints_import_alike(peer, encoder_folder, tmp_path):
+    lora = {"r": 4, "lora_alpha": 12, "lora_dropout": 0.0}
+    model = build_wespeaker(peer, encoder_folder, seed=2, lora=lora)
+    wavs = wavs_of(EVEN, batch=2)
+    with torch.no_grad():
+        expected = wespeaker_embed(model, wavs)
+    lora_folder = save_wespeaker(model, tmp_path / "lora", lora=lora)
+    assert any("base_model.model" in k and "lora_A" in k
+               for k in torch.load(lora_folder / "avg_model.pt"))
+    model.frontend.encoder = model.frontend.encoder.merge_and_unload()
+    model.frontend.use_lora = False
+    merged_folder = save_wespeaker(model, tmp_path / "merged")
+
+    from_lora = import_checkpoint(lora_folder, "wespeaker", tmp_path / "from_lora")
+    from_merged = import_checkpoint(merged_folder, "wespeaker", tmp_path / "from_merged")
+    a = torch.load(from_lora / "embedding_model.ckpt")
+    b = torch.load(from_merged / "embedding_model.ckpt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    torch.testing.assert_close(load_model(from_lora).encode_batch(wavs)[:, 0], expected,
+                               atol=ATOL, rtol=0)
+    assert "scaling alpha/r = 3" in (from_lora / "hyperparams.yaml").read_text()
+    # alpha is read from the configuration: WeSpeaker's default (32) gives other weights.
+    config = yaml.safe_load((lora_folder / "config.yaml").read_text())
+    del config["dataset_args"]["w2vbert_args"]["lora_config_args"]["lora_alpha"]
+    (lora_folder / "config.yaml").write_text(yaml.safe_dump(config))
+    default = import_checkpoint(lora_folder, "wespeaker", tmp_path / "default_alpha")
+    c = torch.load(default / "embedding_model.ckpt")
+    key = "backbone.model.encoder.layers.0.self_attn.linear_q.weight"
+    assert (c[key] - a[key]).abs().max() > 1e-3
+
+
+def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
+    _, _, imported = reference
+    ours = load_model(imported)
+    exported = export_wespeaker(imported, tmp_path / "wespeaker")
+    # WeSpeaker's loader runs it and gives our embeddings.
+    theirs = load_wespeaker_folder(str(exported))
+    wavs = wavs_of(EVEN, batch=2, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(wespeaker_embed(theirs, wavs), ours.encode_batch(wavs)[:, 0],
+                                   atol=ATOL, rtol=0)
+    card = (exported / "README.md").read_text()  # the source's card, WeSpeaker's usage
+    assert "Apache-2.0" in card and "wespeaker.load_model" in card and "from_hparams" not in card
+    again = import_checkpoint(exported, "wespeaker", tmp_path / "again")
+    first = torch.load(imported / "embedding_model.ckpt")
+    second = torch.load(again / "embedding_model.ckpt")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    def settings(folder):  # hyperparams.yaml without its header comments
+        text = (folder / "hyperparams.yaml").read_text()
+        return [line for line in text.splitlines() if not line.startswith("#")]
+
+    assert settings(imported) == settings(again)
+
+
+def paper_checkpoint(model, path, classifier=True):
+    """A checkpoint in the paper code's layout, from WeSpeaker's model (the same network)."""
+    spk_model = {k.replace("frontend.encoder.", "front.encoder.", 1): v
+                 for k, v in model.state_dict().items()}
+    modules = {"spk_model": spk_model}
+    if classifier:
+        modules["classifier"] = {"weight": torch.randn(10, EMBED)}
+    torch.save({"modules": modules, "epoch_idx": 3}, path)
+    return path
+
+
+def paper_reference(model, wavs):
+    """The paper code's inference: the extractor on one unpadded utterance, the encoder
+    without attention mask (the paper's code calls the feature projection and the layers
+    one by one, which is HF's forward without a mask), the MFA head."""
+    extractor = model.frontend.processor
+    feats = extractor(wavs[0].numpy(), sampling_rate=16000, return_tensors="pt",
+                      padding=False, return_attention_mask=False).input_features
+    encoder = model.frontend.encoder.base_model.model
+    return model(encoder(feats, output_hidden_states=True).hidden_states)[1]
+
+
+PAPER_YAML = """\
+peft_config: !apply:deeplab.pretrained.audio2vector.api.create_lora_config
+    model_type: 'w2v-bert'
+    r: 4
+    lora_alpha: 6
+    target_modules: ["linear_q", "linear_v"]
+spk_model: !new:local.spk_model.Audio2Vec_based_Adapter
+    peft_config: !ref <peft_config>
+    n_mfa_layers: -1
+"""
+
+
+def test_paper_format_matches_its_inference(peer, encoder_folder, tmp_path):
+    model = build_wespeaker(peer, encoder_folder, seed=3,
+                            lora={"r": 4, "lora_alpha": 6, "lora_dropout": 0.0})
+    wavs = wavs_of(2 * EVEN)
+    with torch.no_grad():
+        expected = paper_reference(model, wavs)
+    checkpoint = paper_checkpoint(model, tmp_path / "ckpt_0001.pth")
+    config = tmp_path / "s1.yaml"
+    config.write_text(PAPER_YAML)
+    out = import_checkpoint(checkpoint, "paper", tmp_path / "imported", config=config)
+    got = load_model(out).encode_batch(wavs)[:, 0]
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    card = (out / "README.md").read_text()
+    assert "CC BY-NC-SA 4.0" in card and "ckpt_0001.pth" in card
+
+
+def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
+    from speechbrain_w2vbert_sv.pruning import PrunedWav2Vec2BertConfig, PrunedWav2Vec2BertModel
+
+    config = PrunedWav2Vec2BertConfig(
+        **TINY, layer_attention_heads=[4, 1], layer_ffn1_units=[64, 16],
+        layer_ffn2_units=[24, 64], layer_conv_channels=[32, 8])
+    torch.manual_seed(4)
+    encoder = PrunedWav2Vec2BertModel(config).eval()
+    del encoder.masked_spec_embed
+    wespeaker_like = torch.nn.Module()
+    wespeaker_like.add_module("frontend", torch.nn.Module())
+    wespeaker_like.frontend.add_module("encoder", encoder)
+    from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+
+    head = MFAHead(3, 32, ADAPTER, ADAPTER, EMBED)
+    state = {k: v for k, v in wespeaker_like.state_dict().items()}
+    for key, value in head.state_dict().items():
+        key = key.replace("adapters.", "adapter_layers.").replace("embedding.", "bottleneck.")
+        state[key] = value
+    torch.save({"modules": {"spk_model": {k.replace("frontend.encoder.", "front.encoder.", 1):
+                                          v for k, v in state.items()}}},
+               tmp_path / "pruned.pth")
+    out = import_checkpoint(tmp_path / "pruned.pth", "paper", tmp_path / "imported")
+    ours = load_model(out)
+    assert ours.mods.embedding_model.backbone.model.config.layer_ffn2_units == [24, 64]
+    wavs = wavs_of(EVEN)
+    with torch.no_grad():
+        feats, lens = ours.mods.embedding_model.frontend(wavs)
+        hidden = torch.stack(encoder(feats, output_hidden_states=True).hidden_states)
+        head.pooling.eps = 1e-5
+        expected = head.eval()(hidden)[:, 0]
+    torch.testing.assert_close(ours.encode_batch(wavs)[:, 0], expected, atol=ATOL, rtol=0)
+
+
+def _rewrite(folder, edit):
+    state = torch.load(folder / "avg_model.pt")
+    state = state.get("state_dict", state)
+    edit(state)
+    torch.save(state, folder / "avg_model.pt")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown", "unknown keys for the wespeaker format: extra.weight"),
+    ("mixed", "mixed key sets: LoRA-wrapped encoder keys"),
+    ("adapters", "the head has 2 layer adapters but the encoder returns 3 hidden states"),
+    ("shape", "shape mismatch: bottleneck.weight is (16, 40) in the checkpoint but (16, 48)"),
+    ("truncated", "not a complete PyTorch checkpoint"),
+    ("text", "not a PyTorch checkpoint"),
+    ("no_config", "config.yaml: missing"),
+])
+def test_bad_wespeaker_inputs_fail_before_writing(reference, tmp_path, case, message):
+    _, source, _ = reference
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("avg_model.pt", "config.yaml"):
+        (folder / name).write_bytes((source / name).read_bytes())
+    if case == "unknown":
+        _rewrite(folder, lambda s: s.update({"extra.weight": torch.ones(1)}))
+    elif case == "mixed":
+        def wrap_one(state):
+            key = "frontend.encoder.encoder.layers.0.ffn1.output_dense.weight"
+            wrapped = key.replace("encoder.encoder", "encoder.base_model.model.encoder")
+            state[wrapped] = state.pop(key)
+        _rewrite(folder, wrap_one)
+    elif case == "adapters":
+        _rewrite(folder, lambda s: [s.pop(k) for k in list(s) if k.startswith("adapter_layers.2.")])
+    elif case == "shape":
+        _rewrite(folder, lambda s: s.update({"bottleneck.weight": torch.ones(16, 40)}))
+    elif case == "truncated":
+        data = (folder / "avg_model.pt").read_bytes()
+        (folder / "avg_model.pt").write_bytes(data[: len(data) // 2])
+    elif case == "text":
+        (folder / "avg_model.pt").write_text("not a checkpoint\n")
+    elif case == "no_config":
+        (folder / "config.yaml").unlink()
+    with pytest.raises(ValueError) as error:
+        import_checkpoint(folder, "wespeaker", tmp_path / "out")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_paper_inputs(reference, tmp_path):
+    _, source, _ = reference
+    state = torch.load(source / "avg_model.pt")["state_dict"]
+    # A WeSpeaker state dict inside the paper's layout: the other format's keys.
+    torch.save({"modules": {"spk_model": state}}, tmp_path / "a.pth")
+    with pytest.raises(ValueError, match="try --format wespeaker"):
+        import_checkpoint(tmp_path / "a.pth", "paper", tmp_path / "out")
+    torch.save(state, tmp_path / "b.pth")
+    with pytest.raises(ValueError, match="not a checkpoint of the paper's code"):
+        import_checkpoint(tmp_path / "b.pth", "paper", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line(reference, tmp_path, capsys):
+    _, source, _ = reference
+    out = tmp_path / "imported"
+    main(["import", "--format", "wespeaker", "--checkpoint", str(source), "--output", str(out)])
+    assert "imported" in capsys.readouterr().out
+    for name, seed in (("a.wav", 0), ("b.wav", 1)):
+        soundfile.write(tmp_path / name, wavs_of(EVEN, seed=seed)[0].numpy(), 16000)
+    main(["verify", "--model", str(out), str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])
+    assert "score=" in capsys.readouterr().out
+    main(["export", "--format", "wespeaker", "--model", str(out), "--output",
+          str(tmp_path / "ws")])
+    assert (tmp_path / "ws" / "avg_model.pt").is_file()
+    with pytest.raises(SystemExit) as error:
+        main(["import", "--format", "paper", "--checkpoint", str(source / "config.yaml"),
+              "--output", str(tmp_path / "x")])
+    assert "w2vbert-sv import: error:" in str(error.value)

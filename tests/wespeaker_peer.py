@@ -1,0 +1,84 @@
+"""WeSpeaker's own w2v-BERT speaker model, from the installed ``wespeaker-unofficial``
+package, as the reference of the import/export tests and of ``benchmarks/interop.py``.
+
+The package's ``__init__`` files import its command line and heavy dependencies; the
+modules used here import only torch, transformers, peft and pyyaml, so they are loaded
+without those files (see /work/shared/PEERS.md).
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+
+import yaml
+
+_PACKAGES = ("wespeaker", "wespeaker.models", "wespeaker.frontend", "wespeaker.utils")
+
+
+def wespeaker_modules():
+    """WeSpeaker's model, frontend and checkpoint modules.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        ``mfa`` (``W2VBert_Adapter_MFA``), ``frontend`` (``W2VBertFrontend``),
+        ``checkpoint`` (``load_checkpoint``).
+
+    Raises
+    ------
+    ImportError
+        ``wespeaker-unofficial`` is not installed.
+    """
+    if "wespeaker" not in sys.modules:
+        spec = importlib.util.find_spec("wespeaker")
+        if spec is None or spec.origin is None:
+            raise ImportError("wespeaker-unofficial is not installed")
+        root = os.path.dirname(os.path.dirname(spec.origin))
+        for name in _PACKAGES:
+            package = types.ModuleType(name)
+            package.__path__ = [os.path.join(root, *name.split("."))]
+            sys.modules[name] = package
+    return types.SimpleNamespace(
+        mfa=importlib.import_module("wespeaker.models.w2vbert_adapter_mfa"),
+        frontend=importlib.import_module("wespeaker.frontend.w2vbert"),
+        checkpoint=importlib.import_module("wespeaker.utils.checkpoint"),
+    )
+
+
+def load_wespeaker_folder(folder):
+    """A WeSpeaker model folder loaded as ``wespeaker.cli.speaker.load_model_pt`` does.
+
+    Arguments
+    ---------
+    folder : str
+        Holding ``config.yaml`` and ``avg_model.pt``.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``W2VBert_Adapter_MFA`` with its ``frontend``, in eval mode.
+    """
+    peer = wespeaker_modules()
+    with open(os.path.join(folder, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    if config["model"] != "W2VBert_Adapter_MFA":
+        raise ValueError(f"unexpected model {config['model']}")
+    model = peer.mfa.W2VBert_Adapter_MFA(**config["model_args"])
+    args = config["dataset_args"]
+    frontend = peer.frontend.W2VBertFrontend(
+        **args["w2vbert_args"], sample_rate=args["resample_rate"]
+    )
+    model.add_module("frontend", frontend)
+    peer.checkpoint.load_checkpoint(model, os.path.join(folder, "avg_model.pt"))
+    return model.eval()
+
+
+def wespeaker_embed(model, wavs):
+    """WeSpeaker's embeddings of a batch of equal-length waveforms [B, S] -> [B, E]."""
+    import torch
+
+    lens = torch.full((wavs.shape[0],), wavs.shape[1])
+    hidden_states, _ = model.frontend(wavs, lens)
+    return model(hidden_states)[1]
