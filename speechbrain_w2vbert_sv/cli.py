@@ -63,6 +63,9 @@ def _add_batch_options(parser):
 
 
 def _run_opts(args):
+    from speechbrain_w2vbert_sv.utils import check_device
+
+    check_device(args.device)
     run_opts = {"precision": args.precision}
     if args.device is not None:
         run_opts["device"] = args.device
