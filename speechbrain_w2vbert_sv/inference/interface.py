@@ -30,9 +30,9 @@ import pathlib
 
 import ruamel.yaml
 import torch
+from ruamel.yaml.error import YAMLError
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.utils.data_utils import split_path
-from ruamel.yaml.error import YAMLError
 from speechbrain.utils.fetching import fetch
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
