@@ -261,8 +261,8 @@ def build_parser():
 
     p = commands.add_parser("export", help="export a training run for from_hparams")
     p.add_argument("--run", "--model", dest="run", required=True,
-                   help="training output folder or checkpoint folder (with --format "
-                        "wespeaker also an exported folder)")
+                   help="training output folder, checkpoint folder, prune.py's pruned/ or "
+                        "distilled/ (with --format wespeaker also an exported folder)")
     p.add_argument("--format", default="speechbrain", choices=["speechbrain", "wespeaker"],
                    help="speechbrain: hyperparams.yaml + embedding_model.ckpt; wespeaker: "
                         "config.yaml + avg_model.pt for WeSpeaker's load_model_pt")
