@@ -63,6 +63,9 @@ def _add_batch_options(parser):
 
 
 def _run_opts(args):
+    from speechbrain_w2vbert_sv.utils import check_device
+
+    check_device(args.device)
     run_opts = {"precision": args.precision}
     if args.device is not None:
         run_opts["device"] = args.device
@@ -258,8 +261,8 @@ def build_parser():
 
     p = commands.add_parser("export", help="export a training run for from_hparams")
     p.add_argument("--run", "--model", dest="run", required=True,
-                   help="training output folder or checkpoint folder (with --format "
-                        "wespeaker also an exported folder)")
+                   help="training output folder, checkpoint folder, prune.py's pruned/ or "
+                        "distilled/ (with --format wespeaker also an exported folder)")
     p.add_argument("--format", default="speechbrain", choices=["speechbrain", "wespeaker"],
                    help="speechbrain: hyperparams.yaml + embedding_model.ckpt; wespeaker: "
                         "config.yaml + avg_model.pt for WeSpeaker's load_model_pt")

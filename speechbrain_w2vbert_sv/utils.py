@@ -59,3 +59,30 @@ def count_parameters(module, trainable_only=False, exclude=()):
         for name, p in module.named_parameters()
         if (p.requires_grad or not trainable_only) and name not in exclude
     )
+
+
+def check_device(device):
+    """Raises a one-line ValueError when ``device`` names a GPU that torch cannot use.
+
+    Arguments
+    ---------
+    device : str or None
+        E.g. ``cpu``, ``cuda``, ``cuda:1`` (None: nothing to check).
+
+    Example
+    -------
+    >>> check_device("cpu")
+    """
+    if device is None or not str(device).startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {device}: torch sees no CUDA GPU on this machine "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use --device cpu"
+        )
+    index = str(device).partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise ValueError(
+            f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )

@@ -8,10 +8,12 @@
 3. The pruned encoder is distilled again, without the sparsity term:
    ``<output_folder>/distilled/``.
 
-Each output folder holds ``encoder/`` (``save_pretrained``) and ``save/``: a training
+Each output folder holds ``encoder/`` (``save_pretrained``), ``save/``: a training
 checkpoint (pruned backbone + the teacher's head and classifier) that
 ``train.py --w2vbert_source=<folder>/encoder --init_from=<folder>`` fine-tunes (see
-``hparams/prune.yaml``). To run it::
+``hparams/prune.yaml``), and ``hyperparams.yaml`` (the model definition), so that
+``w2vbert-sv export --run <folder> --output <export folder>`` exports it as it is
+(as it exports a fine-tuning run). To run it::
 
     python recipes/VoxCeleb/prune.py recipes/VoxCeleb/hparams/prune.yaml \\
         --teacher=results/w2vbert_stage3/1986 --data_folder=/data/vox2_dev_wav
@@ -41,8 +43,9 @@ from speechbrain_w2vbert_sv.data.recipe_data import (
     LABEL_ENCODER_FILE,
     prepare_recipe_data,
 )
+from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError, W2VBertBackbone
 from speechbrain_w2vbert_sv.pruning import count_encoder_macs
 from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
 from speechbrain_w2vbert_sv.training.checkpoints import (
@@ -62,17 +65,35 @@ def encoder_size(model):
     return {"params": params, "GMACs_1s": count_encoder_macs(model, seconds=1.0) / 1e9}
 
 
-def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder):
-    """Writes ``folder/encoder`` and a training checkpoint in ``folder/save``.
+def teacher_settings(output):
+    """The teacher's model settings (its size keys), from the run's resolved yaml."""
+    return model_settings(pathlib.Path(output) / "hyperparams.yaml")[1]
+
+
+def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder, settings):
+    """Writes ``folder/encoder``, a training checkpoint in ``folder/save`` and
+    ``folder/hyperparams.yaml``.
 
     The checkpoint's ``embedding_model`` is the teacher's with the pruned backbone
     (built from ``folder/encoder`` exactly as the training recipe builds it), its
     ``classifier`` the teacher's; the teacher's label encoder goes along (a teacher
     given as an exported model has neither: the checkpoint then holds the embedding
-    model only).
+    model only). The yaml holds ``settings`` (the teacher's model settings) with
+    ``w2vbert_source`` set to the encoder folder: what ``w2vbert-sv export --run
+    <folder>`` reads.
     """
-    folder = pathlib.Path(folder)
+    folder = pathlib.Path(folder).resolve()
     encoder.save_pretrained(folder / "encoder")
+    section = {**settings, "w2vbert_source": "!ref <w2vbert_source>", "w2vbert_config": {}}
+    text = yaml.safe_dump({"model": section}, sort_keys=False)
+    (folder / "hyperparams.yaml").write_text(
+        "# Written by prune.py: the model of this folder (encoder/ + save/), for\n"
+        "# `w2vbert-sv export --run <this folder>`; after moving the folder, pass\n"
+        "# --override w2vbert_source=<its new place>/encoder.\n"
+        f"w2vbert_source: {yaml.safe_dump(str(folder / 'encoder')).splitlines()[0]}\n"
+        + text.replace("'!ref <w2vbert_source>'", "!ref <w2vbert_source>"),
+        encoding="utf-8",
+    )
     model = SpeakerEmbeddingModel(
         frontend=teacher_model.frontend,
         backbone=W2VBertBackbone(source=str(folder / "encoder")),
@@ -159,7 +180,10 @@ def main(argv):
     sizes = summary["pruned_encoder"]["params"], summary["teacher_encoder"]["params"]
     summary["sparsity"] = 1 - sizes[0] / sizes[1]
     if if_main_process():
-        export(pruned, teacher_model, teacher_ckpt, hparams["make_classifier"], output / "pruned")
+        export(
+            pruned, teacher_model, teacher_ckpt, hparams["make_classifier"], output / "pruned",
+            teacher_settings(output),
+        )
     sb.utils.distributed.ddp_barrier()
 
     # 3. Distillation of the pruned encoder, without the sparsity term.
@@ -175,7 +199,7 @@ def main(argv):
     if if_main_process():
         export(
             pruned.eval(), teacher_model, teacher_ckpt, hparams["make_classifier"],
-            output / "distilled",
+            output / "distilled", teacher_settings(output),
         )
         with open(output / "pruning_summary.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump(summary, f, sort_keys=False)
@@ -184,4 +208,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except EncoderSourceError as error:  # a user's setup problem: one line, no traceback
+        sys.exit(f"prune.py: error: {error}")

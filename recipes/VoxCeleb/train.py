@@ -30,9 +30,13 @@ try:
 except ImportError:  # run from a source checkout without installation
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError
 from speechbrain_w2vbert_sv.training.speaker_recipe import train_speaker_model
 
 main = train_speaker_model
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except EncoderSourceError as error:  # a user's setup problem: one line, no traceback
+        sys.exit(f"train.py: error: {error}")

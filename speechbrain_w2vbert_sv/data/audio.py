@@ -95,7 +95,8 @@ def audio_info(path):
     Raises
     ------
     AudioFileError
-        If the file is missing, empty or its header cannot be read.
+        If the file is missing, empty, its header cannot be read, or (WAV) its data
+        is shorter than its header declares (a truncated copy).
 
     Example
     -------
@@ -115,7 +116,40 @@ def audio_info(path):
         info = soundfile.info(os.fspath(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioFileError(path, _unreadable_problem(path, error)) from None
+    if info.format in ("WAV", "WAVEX"):
+        promised = _wav_promised_frames(path)
+        if promised is not None and promised > info.frames:
+            raise AudioFileError(
+                path,
+                f"truncated file: its header promises {promised} frames "
+                f"({promised / info.samplerate:.2f} s) but it holds {info.frames}",
+            )
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _wav_promised_frames(path):
+    """Frames the ``data`` chunk of a RIFF/WAVE header declares (libsndfile reports
+    the frames actually present), or None when the header does not say (streamed
+    files write 0 or 0xFFFFFFFF) or is not plain RIFF."""
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"fmt ":
+                fmt = f.read(size + size % 2)
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+            elif chunk[:4] == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, os.SEEK_CUR)
 
 
 def load_audio(path, sample_rate=16000, offset=0.0, duration=None, min_samples=1):

@@ -30,15 +30,23 @@ import pathlib
 
 import ruamel.yaml
 import torch
+from ruamel.yaml.error import YAMLError
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
+from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.inference.extraction import autocast_context, embed_files
-from speechbrain_w2vbert_sv.inference.model_yaml import HPARAMS_FILE, WEIGHTS_FILE
+from speechbrain_w2vbert_sv.inference.model_yaml import (
+    HPARAMS_FILE,
+    WEIGHTS_FILE,
+    read_state,
+    yaml_error,
+)
 from speechbrain_w2vbert_sv.inference.training_runs import load_run
 from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.utils import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -280,11 +288,16 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
     W2VBertSpeakerRecognition
     """
     path = pathlib.Path(path)
+    check_device((kwargs.get("run_opts") or {}).get("device"))
     if (path / WEIGHTS_FILE).is_file() and (path / HPARAMS_FILE).is_file() and not (
         path / "CKPT.yaml"
     ).is_file():
-        tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
-        interface = interface_class(tree.get("interface"))
+        try:
+            tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
+        except YAMLError as error:
+            raise yaml_error(path / HPARAMS_FILE, error) from None
+        interface = interface_class(tree.get("interface") if isinstance(tree, dict) else None)
+        read_state(path / WEIGHTS_FILE)  # a damaged file: one line, not torch's traceback
         model = interface.from_hparams(source=str(path), **kwargs)
     else:
         run_args = {
@@ -333,7 +346,9 @@ class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
     frozen ASR model; :meth:`transcribe_and_encode_batch` gives both from one pass.
     The hyperparameters also need ``tokens``: the CTC outputs' labels in index
     order (the blank included, as ``label_encoder.txt`` of the ASR recipe lists
-    them), and ``blank_index``.
+    them, or the pieces of a SentencePiece ``tokenizer.ckpt``), and
+    ``blank_index``; ``token_type: sentencepiece`` joins pieces into words (see
+    :class:`~speechbrain_w2vbert_sv.data.ctc_tokens.CTCTokens`).
 
     Example
     -------
@@ -358,9 +373,10 @@ class ASRSpeakerRecognition(W2VBertSpeakerRecognition):
     HPARAMS_NEEDED = ["sample_rate", "threshold", "tokens", "blank_index"]
 
     def _words(self, log_probs, lengths):
+        tokens = CTCTokens.from_hparams(self.hparams)
         model = self.mods.embedding_model
-        hyps = model.asr_model.greedy_decode(log_probs, lengths, self.hparams.blank_index)
-        return [[self.hparams.tokens[i] for i in hyp] for hyp in hyps]
+        hyps = model.asr_model.greedy_decode(log_probs, lengths, tokens.blank_index)
+        return [tokens.decode(hyp) for hyp in hyps]
 
     def transcribe_and_encode_batch(self, wavs, wav_lens=None):
         """Greedy CTC transcriptions and speaker embeddings of one encoder pass.

@@ -9,12 +9,15 @@ w2v-BERT, the encoder config written in, ``w2vbert_source: null``, LoRA off).
 import io
 import logging
 import pathlib
+import pickle
 
 import ruamel.yaml
+import torch
 from hyperpyyaml import resolve_references
+from ruamel.yaml.error import YAMLError
 from transformers import AutoConfig, PretrainedConfig
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import build_w2vbert_config
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError, build_w2vbert_config
 from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 
 logger = logging.getLogger(__name__)
@@ -66,10 +69,41 @@ def builds_object(node):
 
 
 def read_resolved_yaml(hparams_file, overrides=None):
-    """A hyperparameter file parsed with references resolved, nothing built."""
-    with open(hparams_file, encoding="utf-8") as f:
-        resolved = resolve_references(f, overrides or {})
-    return ruamel.yaml.YAML().load(resolved)
+    """A hyperparameter file parsed with references resolved, nothing built (a file
+    that does not parse is a one-line ValueError)."""
+    try:
+        with open(hparams_file, encoding="utf-8") as f:
+            resolved = resolve_references(f, overrides or {})
+        return ruamel.yaml.YAML().load(resolved)
+    except YAMLError as error:
+        raise yaml_error(hparams_file, error) from None
+
+
+def yaml_error(file, error):
+    """A one-line ValueError of a YAML parser error: the file, the problem, where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return ValueError(f"{file}: not valid YAML: {problem}{where}")
+
+
+_LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError)
+
+
+def read_state(file):
+    """A saved state dict (memory-mapped); a damaged file is a one-line ValueError."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except _LOAD_ERRORS:
+        pass  # damaged, or a format that cannot be mapped: torch's plain reader tells
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"{file}: not a readable PyTorch checkpoint ({reason}): the file is damaged or "
+            "incomplete; copy, download or export it again"
+        ) from None
 
 
 MODEL_TYPES = ("w2vbert_mfa", "conformer_mfa", "speaker_adaptor")
@@ -159,10 +193,7 @@ def encoder_config(settings):
                 source, cache_dir=settings.get("w2vbert_cache_dir")
             )
         except OSError as error:
-            raise ValueError(
-                f"cannot read the encoder config of w2vbert_source={source!r} ({error}); "
-                "it must be in the hub cache or a local folder"
-            ) from None
+            raise EncoderSourceError(source, error) from None
         config = build_w2vbert_config(config)
     else:
         config = build_w2vbert_config(settings.get("w2vbert_config") or {})

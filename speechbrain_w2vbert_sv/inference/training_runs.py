@@ -5,10 +5,9 @@ import datetime
 import logging
 import pathlib
 
-import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.encoder import CTCTextEncoder
 
+from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.inference.model_yaml import (
     HPARAMS_FILE,
     INFERENCE_SETTINGS,
@@ -20,6 +19,7 @@ from speechbrain_w2vbert_sv.inference.model_yaml import (
     inference_hparams_text,
     model_section_settings,
     read_resolved_yaml,
+    read_state,
 )
 from speechbrain_w2vbert_sv.training.checkpoints import (
     AtomicCheckpointer,
@@ -56,14 +56,29 @@ def find_checkpoint(run):
         )
     checkpoint = best_checkpoint(AtomicCheckpointer(str(save)))
     if checkpoint is None:
-        raise ValueError(f"{save}: no checkpoint found")
+        raise ValueError(f"{save}: no checkpoint found{_started_from(run)}")
     return pathlib.Path(checkpoint.path)
+
+
+def _started_from(run):
+    """A hint for a run without checkpoints: the run it started from (e.g. a scoring run
+    with --number_of_epochs=0 after prune.py), which holds the weights."""
+    try:
+        init_from = read_resolved_yaml(pathlib.Path(run) / HPARAMS_FILE).get("init_from")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not init_from:
+        return ""
+    return (
+        f" (it saved none, e.g. trained with --number_of_epochs=0: its weights are those "
+        f"of the folder it started from; export that one: --run {init_from})"
+    )
 
 
 def _load_weights(module, checkpoint, source):
     """Strictly loads a state dict (a LoRA one merges into a plain backbone), less
     the training-only parts (the auxiliary CTC layer of a distilled student)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    state = read_state(checkpoint)
     expected = module.state_dict()
     state = {
         k: v for k, v in state.items()
@@ -110,19 +125,20 @@ def inference_definition(hparams_file, overrides, keep_lora=False):
 
 
 def _asr_outputs(asr_folder, source):
-    """The interface settings of an adaptor run: its ASR model's CTC labels."""
-    labels = pathlib.Path(str(asr_folder)) / "label_encoder.txt"
-    if asr_folder is None or not labels.is_file():
+    """The interface settings of an adaptor run: its ASR model's CTC tokens
+    (``label_encoder.txt`` or a SentencePiece ``tokenizer.ckpt``)."""
+    if asr_folder is None:
+        raise ValueError(f"{source}: asr_folder is needed to export a speaker adaptor")
+    try:
+        tokens = CTCTokens.from_path(str(asr_folder))
+    except ValueError as error:
         raise ValueError(
-            f"{source}: the ASR model's label_encoder.txt (asr_folder={asr_folder}) "
-            "is needed to export a speaker adaptor: its CTC outputs are transcribed"
-        )
-    encoder = CTCTextEncoder()
-    encoder.load(labels)
+            f"{source}: {error} (needed to export a speaker adaptor: its CTC outputs are "
+            "transcribed)"
+        ) from None
     return {
         "interface": "speechbrain_w2vbert_sv.inference.interface.ASRSpeakerRecognition",
-        "tokens": [encoder.ind2lab[i] for i in range(len(encoder))],
-        "blank_index": encoder.lab2ind[encoder.blank_label],
+        **tokens.to_hparams(),
     }
 
 

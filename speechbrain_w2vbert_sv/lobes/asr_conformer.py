@@ -218,13 +218,138 @@ def _resolve_checkpoint(checkpoint):
 
 
 def _split_key(key, checkpoint_modules):
-    """(module name, rest) of a checkpoint key: ``1.encoder.x`` -> (Transformer, encoder.x)."""
+    """(module name, rest) of a checkpoint key: ``1.encoder.x`` -> (Transformer, encoder.x).
+
+    An index past ``checkpoint_modules`` gives the name None."""
     first, _, rest = key.partition(".")
     if first.isdigit() and checkpoint_modules is not None:
         index = int(first)
-        name = checkpoint_modules[index] if index < len(checkpoint_modules) else first
-        return name, rest
+        return (checkpoint_modules[index] if index < len(checkpoint_modules) else None), rest
     return first, rest
+
+
+def _hparams_files(checkpoint):
+    """Where SpeechBrain keeps the hyperparameters of a checkpoint: beside a pretrained
+    model's file, or in the output folder of a recipe's ``save/CKPT+...``."""
+    if isinstance(checkpoint, dict):
+        return []
+    path = pathlib.Path(checkpoint)
+    folder = path if path.is_dir() else path.parent
+    if (folder / "CKPT.yaml").is_file():  # <output>/save/CKPT+...
+        return [folder.parent.parent / "hyperparams.yaml"]
+    return [folder / "hyperparams.yaml"]
+
+
+def checkpoint_module_order(checkpoint, num_modules):
+    """The names of a checkpoint's ``ModuleList`` entries, read from its hyperparameters.
+
+    SpeechBrain's recipes write their ``hyperparams.yaml`` into the output folder
+    (``model: !new:torch.nn.ModuleList [[*CNN, *Transformer, *seq_lin, *ctc_lin]]``,
+    references resolved into aliases) and pretrained folders carry one
+    (``asr_model: !new:torch.nn.ModuleList [[!ref <CNN>, ...]]``). The list of
+    ``num_modules`` entries is taken when exactly one such list is found.
+
+    Arguments
+    ---------
+    checkpoint : str, os.PathLike or dict
+        As for :func:`load_asr_checkpoint` (a state dict has no hyperparameters).
+    num_modules : int
+        Number of entries of the checkpoint's ``ModuleList``.
+
+    Returns
+    -------
+    tuple of str or None
+        The names in order, or None when they cannot be known.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> _ = (folder / "hyperparams.yaml").write_text(
+    ...     "CNN: !new:torch.nn.Identity\\nctc_lin: !new:torch.nn.Identity\\n"
+    ...     "asr_model: !new:torch.nn.ModuleList [[!ref <CNN>, !ref <ctc_lin>]]\\n")
+    >>> checkpoint_module_order(folder, 2)
+    ('CNN', 'ctc_lin')
+    """
+    import ruamel.yaml
+
+    for file in _hparams_files(checkpoint):
+        if not file.is_file():
+            continue
+        try:
+            tree = ruamel.yaml.YAML().load(file.read_text(encoding="utf-8"))
+        except Exception:  # any YAML problem: the order is just not known
+            continue
+        if not isinstance(tree, dict):
+            continue
+        found = set()
+        for node in tree.values():
+            tag = getattr(getattr(node, "tag", None), "value", None)
+            if tag != "!new:torch.nn.ModuleList" or not isinstance(node, list):
+                continue
+            entries = node[0] if len(node) == 1 and isinstance(node[0], list) else node
+            names = tuple(_entry_name(tree, entry) for entry in entries)
+            if len(names) == num_modules and None not in names:
+                found.add(names)
+        if len(found) == 1:
+            return found.pop()
+    return None
+
+
+def _entry_name(tree, entry):
+    """Top-level name of a ModuleList entry: ``!ref <name>`` or an alias of ``name``."""
+    if getattr(getattr(entry, "tag", None), "value", None) == "!ref":
+        ref = str(entry.value).strip()
+        if ref.startswith("<") and ref.endswith(">") and ref[1:-1] in tree:
+            return ref[1:-1]
+        return None
+    return next((key for key, value in tree.items() if value is entry), None)
+
+
+def _check_module_order(checkpoint, state, checkpoint_modules, strict):
+    """Compares ``checkpoint_modules`` with the checkpoint's own ModuleList, if known."""
+    indices = {int(k.partition(".")[0]) for k in state if k.partition(".")[0].isdigit()}
+    if not indices or checkpoint_modules is None:
+        return
+    known = checkpoint_module_order(checkpoint, max(indices) + 1)
+    if known is not None and tuple(checkpoint_modules) != known:
+        message = (
+            f"ASR checkpoint {checkpoint}: its hyperparams.yaml orders the ModuleList "
+            f"[{', '.join(known)}] but checkpoint_modules is "
+            f"[{', '.join(checkpoint_modules)}]: set asr_checkpoint_modules "
+            f"(checkpoint_modules) to [{', '.join(known)}]"
+        )
+        if strict:
+            raise ValueError(message)
+        logger.warning(message)
+
+
+def _check_ctc_outputs(checkpoint, report, state, strict):
+    """Compares the CTC layer loaded from a checkpoint with the checkpoint's own
+    token inventory (``label_encoder.txt`` or ``tokenizer.ckpt`` beside it)."""
+    from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens, find_token_file
+
+    weights = [
+        key for key, target in report.loaded.items()
+        if target.startswith("ctc_head.") and state[key].dim() == 2
+    ]
+    if not weights or isinstance(checkpoint, dict):
+        return
+    path = pathlib.Path(checkpoint)
+    try:
+        token_file = find_token_file(path if path.is_dir() else path.parent)
+    except ValueError:
+        return  # nothing to compare with
+    outputs = state[weights[0]].shape[0]
+    count = len(CTCTokens.from_path(token_file))
+    if outputs != count:
+        message = (
+            f"ASR checkpoint {checkpoint}: the layer loaded as the CTC layer "
+            f"({weights[0]}) has {outputs} outputs but {token_file} has {count} tokens: "
+            "checkpoint_modules probably names the wrong entry as ctc_lin"
+        )
+        if strict:
+            raise ValueError(message)
+        logger.warning(message)
 
 
 def load_asr_checkpoint(
@@ -276,7 +401,14 @@ def load_asr_checkpoint(
     normalizer : str, os.PathLike or dict, optional
         Normaliser checkpoint, if not next to the model file.
     strict : bool
-        Raise a ValueError when keys are missing or unexpected.
+        Raise a ValueError when keys are missing or unexpected, when a ``ModuleList``
+        index is past ``checkpoint_modules``, when the checkpoint's own
+        ``hyperparams.yaml`` orders its ``ModuleList`` otherwise (see
+        :func:`checkpoint_module_order`), or when the layer loaded as the CTC layer
+        has another number of outputs than the ``label_encoder.txt`` or
+        ``tokenizer.ckpt`` beside the checkpoint (``seq_lin`` and ``ctc_lin`` have
+        the same shape: only the order tells them apart). Without it these are
+        warnings.
 
     Returns
     -------
@@ -315,8 +447,23 @@ def load_asr_checkpoint(
     new_states = {name: module.state_dict() for name, module in targets.items()}
     report = TransferReport()
     filled = {name: set() for name in targets}
+    _check_module_order(checkpoint, state, checkpoint_modules, strict)
     for key, value in state.items():
         name, rest = _split_key(key, checkpoint_modules)
+        if name is None:
+            message = (
+                f"ASR checkpoint key {key!r} is entry {key.partition('.')[0]} of the "
+                f"checkpoint's ModuleList, but checkpoint_modules names only "
+                f"{len(checkpoint_modules)} entries [{', '.join(checkpoint_modules)}] "
+                "(SpeechBrain's LibriSpeech recipes checkpoint [CNN, Transformer, seq_lin, "
+                "ctc_lin]): set asr_checkpoint_modules (checkpoint_modules) to the "
+                "checkpoint's order"
+            )
+            if strict:
+                raise ValueError(message)
+            logger.warning(message)
+            report.ignored.append(key)
+            continue
         if name == "Transformer" and rest.startswith(_DECODER_PREFIXES):
             report.ignored.append(key)
             continue
@@ -343,6 +490,7 @@ def load_asr_checkpoint(
             prefixes[name] + k for k in new_states[name] if k not in filled[name]
         )
 
+    _check_ctc_outputs(checkpoint, report, state, strict)
     normalizer = normalizer if normalizer is not None else normalizer_file
     if frontend is not None and normalizer is not None:
         report.normalizer = frontend.load_normalizer(normalizer)

@@ -71,8 +71,41 @@ def load_w2vbert(source, cache_dir=None):
         The model, with layerdrop and SpecAugment masking turned off.
     """
     register_auto_classes()  # a saved pruned encoder loads through AutoModel too
-    config = build_w2vbert_config(AutoConfig.from_pretrained(source, cache_dir=cache_dir))
-    return AutoModel.from_pretrained(source, config=config, cache_dir=cache_dir)
+    try:
+        config = build_w2vbert_config(AutoConfig.from_pretrained(source, cache_dir=cache_dir))
+        return AutoModel.from_pretrained(source, config=config, cache_dir=cache_dir)
+    except OSError as error:
+        raise EncoderSourceError(source, error) from None
+
+
+class EncoderSourceError(ValueError):
+    """A ``w2vbert_source`` that is neither a local folder nor reachable: says what to
+    download and that a local folder is accepted.
+
+    Arguments
+    ---------
+    source : str
+        The hub id or folder asked for.
+    error : Exception
+        What transformers raised.
+
+    Example
+    -------
+    >>> print(EncoderSourceError("facebook/w2v-bert-2.0", OSError("offline")))
+    ... # doctest: +ELLIPSIS
+    w2vbert_source='facebook/w2v-bert-2.0': the encoder is neither a local folder nor ...
+    """
+
+    def __init__(self, source, error):
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        name = str(source).rstrip("/").rpartition("/")[2] or "w2v-bert-2.0"
+        super().__init__(
+            f"w2vbert_source={source!r}: the encoder is neither a local folder nor in the "
+            f"Hugging Face cache, and could not be fetched ({reason}). On a machine that "
+            f"reaches the hub run `hf download {source} --local-dir {name}` (config.json and "
+            f"model.safetensors suffice), copy the folder here and pass it: "
+            f"--w2vbert_source={name} (w2vbert_source takes a local folder)"
+        )
 
 
 def encoder_hidden_states(model, feats, lengths):

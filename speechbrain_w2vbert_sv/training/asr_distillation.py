@@ -43,10 +43,10 @@ import collections
 
 import speechbrain as sb
 import torch
-from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.nnet.linear import Linear
 from speechbrain.nnet.losses import ctc_loss
 
+from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
 from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
@@ -274,7 +274,10 @@ class ConformerDistillationBrain(SpeakerBrain):
     ``teacher`` (a frozen ``ConformerCTC``, not a module), ``asr_weight``,
     ``asr_target`` (``teacher``: KL to the teacher's CTC posteriors; ``transcript``:
     CTC on the ``words`` of the training data, tokenised with the ASR model's
-    ``asr_label_encoder_file``), ``feature_weight`` and ``kd_temperature``. The
+    ``asr_tokens``: its ``label_encoder.txt`` or SentencePiece ``tokenizer.ckpt``, or
+    the folder holding one; ``asr_label_encoder_file`` is read as an older name of
+    it; a SentencePiece blank is ``blank_index``), ``feature_weight`` and
+    ``kd_temperature``. The
     training log gets the mean speaker, ASR and feature losses of each epoch.
     Validation and test are those of ``SpeakerBrain`` (embeddings only).
 
@@ -319,11 +322,13 @@ class ConformerDistillationBrain(SpeakerBrain):
         if any(p.requires_grad for p in teacher.parameters()):
             raise ValueError("the teacher must be frozen (ConformerCTC(..., freeze=True))")
         teacher.to(self.device)
-        self.label_encoder = None
+        self.tokens = None
         if self.asr_target == "transcript":
-            self.label_encoder = CTCTextEncoder()
-            self.label_encoder.load(self.hparams.asr_label_encoder_file)
-            self.label_encoder.ignore_len()  # checked against the CTC layer when used
+            source = getattr(self.hparams, "asr_tokens", None)
+            source = source or getattr(self.hparams, "asr_label_encoder_file", None)
+            if source is None:
+                raise ValueError("asr_target 'transcript' needs asr_tokens (the ASR folder)")
+            self.tokens = CTCTokens.from_path(source, getattr(self.hparams, "blank_index", None))
         self.aux_sums, self.aux_steps = {}, 0
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
@@ -353,21 +358,20 @@ class ConformerDistillationBrain(SpeakerBrain):
         return student, cosine, teacher
 
     def _transcript_ctc(self, log_probs, lengths, words):
-        if len(self.label_encoder) != log_probs.shape[-1]:
+        if len(self.tokens) != log_probs.shape[-1]:
             raise ValueError(
-                f"{self.hparams.asr_label_encoder_file} has {len(self.label_encoder)} "
-                f"tokens but the student's CTC layer {log_probs.shape[-1]} outputs"
+                f"{self.tokens.source} has {len(self.tokens)} tokens but the student's "
+                f"CTC layer {log_probs.shape[-1]} outputs"
             )
-        tokens = [self.label_encoder.encode_sequence_torch(w.split()) for w in words]
+        tokens = [self.tokens.encode(w) for w in words]
         longest = max(1, max(len(t) for t in tokens))
         targets = torch.zeros(len(tokens), longest, dtype=torch.long)
         for row, seq in zip(targets, tokens):
-            row[: len(seq)] = seq
+            row[: len(seq)] = torch.tensor(seq, dtype=torch.long)
         target_lens = torch.tensor([len(t) / longest for t in tokens])
-        blank = getattr(self.hparams, "blank_index", 0)
         return ctc_loss(
             log_probs, targets.to(log_probs.device), lengths, target_lens.to(log_probs.device),
-            blank,
+            self.tokens.blank_index,
         )
 
     def compute_objectives(self, predictions, batch, stage):

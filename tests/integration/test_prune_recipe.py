@@ -148,3 +148,45 @@ def test_pruned_checkpoint_loads_in_the_speaker_model(pruned_run):
                  "--w2vbert_config={}", f"--init_from={tmp / 'prune' / 'distilled'}",
                  "--number_of_epochs=1", "--make_augment=null")
     assert "synthetic_trials.txt" in dict(EER_LINE.findall(stdout))
+
+
+def test_pruned_outputs_and_their_fine_tuning_export_with_one_command(pruned_run, capsys):
+    """``w2vbert-sv export --run <folder>`` exports prune.py's folders and a fine-tuning
+    run after them; the exported embeddings are the training recipe's model's. A
+    scoring run (--number_of_epochs=0) saves no checkpoint: the error names its
+    init_from."""
+    tmp, _ = pruned_run
+    from speechbrain_w2vbert_sv.cli import main
+    from speechbrain_w2vbert_sv.inference import load_model
+    from speechbrain_w2vbert_sv.training.checkpoints import init_from_checkpoint
+
+    encoder = tmp / "prune" / "distilled" / "encoder"
+    run("train.py", "stage2.yaml", tmp / "tuned", *MODEL[2:], *DATA,
+        f"--w2vbert_source={encoder}", "--w2vbert_config={}",
+        f"--init_from={tmp / 'prune' / 'distilled'}", "--number_of_epochs=1",
+        "--make_augment=null")
+    run("train.py", "stage2.yaml", tmp / "scored", *MODEL[2:], *DATA,
+        f"--w2vbert_source={encoder}", "--w2vbert_config={}",
+        f"--init_from={tmp / 'prune' / 'distilled'}", "--number_of_epochs=0",
+        "--make_augment=null")
+    wavs, lens = 0.1 * torch.randn(2, 8000), torch.tensor([1.0, 0.7])
+    for folder in (tmp / "prune" / "pruned", tmp / "prune" / "distilled", tmp / "tuned"):
+        out = tmp / "exports" / folder.name
+        main(["export", "--run", str(folder), "--output", str(out)])
+        assert f"exported {folder} to {out}" in capsys.readouterr().out
+        exported = load_model(out)
+        assert type(exported.mods.embedding_model.backbone.model).__name__ == (
+            "PrunedWav2Vec2BertModel"
+        )
+        source = encoder if folder.name == "tuned" else folder / "encoder"
+        reference = stage2_model(tmp, w2vbert_source=str(source), w2vbert_config={})
+        reference = reference["embedding_model"]
+        init_from_checkpoint(folder, {"embedding_model": reference})
+        with torch.no_grad():
+            expected = reference.eval()(wavs, lens)
+        torch.testing.assert_close(exported.encode_batch(wavs, lens), expected, atol=1e-5,
+                                   rtol=0)
+    with pytest.raises(SystemExit) as error:
+        main(["export", "--run", str(tmp / "scored"), "--output", str(tmp / "exports" / "x")])
+    assert "no checkpoint found" in error.value.code
+    assert f"--run {tmp / 'prune' / 'distilled'}" in error.value.code

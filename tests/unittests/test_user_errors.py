@@ -1,0 +1,119 @@
+"""What a new user's common mistakes answer: one line naming the file and the problem.
+
+Each case was a traceback (or a message without the file) before: a damaged
+``embedding_model.ckpt``, a ``hyperparams.yaml`` that does not parse, ``--device
+cuda:0`` where torch sees no GPU, a wav cut short after its header, and a stage yaml
+run offline without the encoder in the cache.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from speechbrain_w2vbert_sv.cli import main
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+EXPORT = REPO / "tests" / "data" / "legacy_exports" / "conformer_mfa"
+
+
+def cli_error(argv):
+    """The message ``w2vbert-sv`` exits with (it must exit with one)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    message = exit_info.value.code
+    assert isinstance(message, str), f"exit code {message!r} without a message"
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.fixture
+def wavs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a.wav", "b.wav"):
+        soundfile.write(tmp_path / name, 0.1 * rng.standard_normal(16000), 16000)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+@pytest.fixture
+def export_copy(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(EXPORT, folder)
+    return folder
+
+
+def test_the_folder_verifies_before_any_damage(export_copy, wavs, capsys):
+    main(["verify", *wavs, "--model", str(export_copy), "--device", "cpu"])
+    assert capsys.readouterr().out.startswith("score=")
+
+
+def test_damaged_weights_file(export_copy, wavs):
+    weights = export_copy / "embedding_model.ckpt"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    message = cli_error(["verify", *wavs, "--model", str(export_copy)])
+    assert str(weights) in message and "not a readable PyTorch checkpoint" in message
+
+
+def test_hyperparams_that_do_not_parse(export_copy, wavs):
+    hparams = export_copy / "hyperparams.yaml"
+    hparams.write_text(hparams.read_text() + "threshold: [0.3\n")
+    message = cli_error(["verify", *wavs, "--model", str(export_copy)])
+    assert str(hparams) in message and "not valid YAML" in message and "line" in message
+
+
+def test_training_yaml_that_does_not_parse(tmp_path):
+    """The export reads the run's yaml: the same one-line answer."""
+    from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
+
+    bad = tmp_path / "hyperparams.yaml"
+    bad.write_text("model:\n  d_model: 64\n bad indent: 1\n")
+    with pytest.raises(ValueError, match=rf"{bad}: not valid YAML: .*\(line 3, column"):
+        model_settings(bad)
+
+
+def test_cuda_device_without_a_gpu(export_copy, wavs, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = cli_error(["verify", *wavs, "--model", str(export_copy), "--device", "cuda:0"])
+    assert message.endswith("--device cuda:0: torch sees no CUDA GPU on this machine "
+                            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+                            "use --device cpu")
+
+
+def test_truncated_wav_is_named(export_copy, wavs, tmp_path):
+    cut = tmp_path / "cut.wav"
+    soundfile.write(cut, 0.1 * np.ones(16000), 16000, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:54])  # header + 5 samples
+    message = cli_error(["verify", wavs[0], str(cut), "--model", str(export_copy)])
+    assert message.endswith(
+        f"{cut}: truncated file: its header promises 16000 frames (1.00 s) but it holds 5"
+    )
+
+
+def test_stage_yaml_offline_without_the_encoder(tmp_path):
+    """train.py exits with one line: what to download and that a folder is accepted."""
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "empty_hf_home"), "PYTHONPATH": str(REPO),
+    }
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "VoxCeleb" / "train.py"),
+         str(REPO / "recipes" / "VoxCeleb" / "hparams" / "stage1.yaml"),
+         f"--data_folder={tmp_path}", f"--trials_folder={tmp_path}",
+         f"--output_folder={tmp_path / 'out'}"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: w2vbert_source='facebook/w2v-bert-2.0'")
+    assert "hf download facebook/w2v-bert-2.0 --local-dir w2v-bert-2.0" in last
+    assert "--w2vbert_source=w2v-bert-2.0 (w2vbert_source takes a local folder)" in last
