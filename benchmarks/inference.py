@@ -19,7 +19,7 @@ features [1, T, 160] of random values, T = 50 frames per second of audio.
   60 s it is a second, independent speed sample.
 
 Only one full-size process runs at a time (about 2.4 GB of weights each). The
-malloc settings of ``/work/shared/BENCHMARKING.md`` apply to every process.
+malloc settings of ``../shared/BENCHMARKING.md`` apply to every process.
 On a shared machine, busy neighbours make every 2-thread operation wait for a
 core (up to 16 ms per operation was seen here), which inflates the short runs
 most: compare the ratios, and the load averages printed with them.

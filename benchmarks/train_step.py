@@ -18,7 +18,7 @@ alternate stage 1, stage 2, stage 1, ... (``--repeats`` each, default 3); median
 with min-max are printed. Memory figures are the peak RSS of the timed step minus
 the RSS once the model is built: everything training holds beyond the weights
 (gradients, optimizer states, activations). The malloc settings of
-``/work/shared/BENCHMARKING.md`` apply to every process.
+``../shared/BENCHMARKING.md`` apply to every process.
 
 Run from the repository root (about 10 min on an idle 2-core machine)::
 

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.scoring.snorm import _matmul_transposed, _top_values, cohort_statistics
+from speechbrain_w2vbert_sv.scoring.snorm import (
+    _matmul_transposed,
+    _top_values,
+    cohort_statistics,
+)
 
 
 def reference_statistics(embeddings, cohort, top_n):
