@@ -76,7 +76,7 @@ from speechbrain_w2vbert_sv.data.augmentation import (  # noqa: E402
     prepare_rir_csv,
     synthesize_rirs,
 )
-from speechbrain_w2vbert_sv.data.corpus import write_csv  # noqa: E402
+from speechbrain_w2vbert_sv.data.csv_io import write_csv  # noqa: E402
 from speechbrain_w2vbert_sv.data.pipeline import make_train_dataset  # noqa: E402
 from speechbrain_w2vbert_sv.pruning.counting import count_encoder_macs  # noqa: E402
 
