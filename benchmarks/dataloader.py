@@ -1,6 +1,6 @@
 """Training crops per second per data-loading worker, against what one GPU consumes.
 
-The stage-1 training item of ``hparams/stage1.yaml`` on real files: a random
+The stage-1 training item of ``recipes/VoxCeleb/hparams/stage1.yaml`` on real files: a random
 crop of the longest crop length (3 s; each batch is then cut to a random
 2-3 s), speed perturbation among 0.9 / 1.0 / 1.1 (resampling), then one of
 {clean, additive noise or babble, reverberation} with equal probability
