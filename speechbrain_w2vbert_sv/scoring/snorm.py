@@ -15,7 +15,6 @@ from speechbrain_w2vbert_sv.scoring.cosine import (
     to_float_matrix,
 )
 
-
 # The threshold keeps about this many times the top-N scores per row, so that a
 # row whose scores are not Gaussian rarely falls back to a full selection.
 _CANDIDATE_MARGIN = 1.5
