@@ -42,11 +42,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
 from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
 
 
 def _pad(wavs):
@@ -130,9 +130,13 @@ def main():
     )
     fixed_padded = sum(
         len(chunk) * max(chunk)
-        for chunk in (samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size))
+        for chunk in (
+            samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size)
+        )
     )
-    print(f"{len(files)} FSDD files, {real / 16000:.1f} s of audio, {args.layers} full-width layers")
+    print(
+        f"{len(files)} FSDD files, {real / 16000:.1f} s of audio, {args.layers} full-width layers"
+    )
     for name, values in times.items():
         print(
             f"{name:>7}: median {statistics.median(values):.2f} s "

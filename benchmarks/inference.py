@@ -91,6 +91,7 @@ def features(seconds):
 def timed_forward(model, feats, path):
     """(wall seconds, process CPU seconds) of one forward on ``path``, and its output."""
     import torch
+
     from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 
     enable_memory_efficient_attention(model, enabled=path == "ours")

@@ -65,12 +65,12 @@ def build_brain(stage):
     from transformers import Wav2Vec2BertConfig
     from transformers.initialization import no_init_weights
 
-    from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-    from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
     from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-    from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
     from speechbrain_w2vbert_sv.lobes.heads import MFAHead
     from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
+    from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+    from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+    from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 
     lora = {"freeze": True, "lora_rank": 64, "lora_alpha": 128} if stage == "stage1" else {}
     # HF's initialisation of 580 M parameters is slow; values do not change the timing.
