@@ -7,6 +7,8 @@ selection over the cohort), so a Vox1-H list takes a few seconds.
 """
 
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from speechbrain_w2vbert_sv.scoring.cosine import (
@@ -93,7 +95,28 @@ def _top_values(scores, top_n, threshold):
     return top
 
 
-def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=2048):
+def _in_streams(work, parts):
+    """Runs ``work(part)`` for every part at once, each in a thread of its own
+    with one torch thread.
+
+    The chunks of ``cohort_statistics`` are independent: run as one stream on a
+    team of threads, each of the dozen operations per chunk would wait for the
+    whole team, which on a busy machine costs more than the work itself.
+    """
+    threads = torch.get_num_threads()
+
+    def run(part):
+        torch.set_num_threads(1)
+        work(part)
+
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            list(pool.map(run, parts))  # list() re-raises a worker's exception
+    finally:
+        torch.set_num_threads(threads)  # MKL's thread count is process-wide
+
+
+def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024):
     """Mean and standard deviation of each utterance's top-N cohort scores.
 
     Each utterance is scored against the whole cohort by a matrix product
@@ -118,11 +141,9 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=2048)
     mean : torch.Tensor, optional
         [D] mean embedding subtracted from both sides before the cosine.
     chunk_size : int
-        Utterances scored per matrix product. Each of the dozen operations on
-        a chunk synchronises torch's threads once; with a chunk of 2048
-        (about 50 MB of scores for a cohort of 6,000) that costs little even
-        on a busy machine, where smaller chunks spent more time waiting than
-        computing.
+        Utterances scored per matrix product. On the CPU the chunks are
+        shared among ``torch.get_num_threads()`` threads, each working on its
+        own chunks single-threaded.
 
     Returns
     -------
@@ -162,20 +183,29 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=2048)
         z = float(torch.special.ndtri(torch.tensor(1.0 - kept, dtype=torch.float64)))
     mean_scores = torch.empty(utterances.shape[0])
     std_scores = torch.empty(utterances.shape[0])
-    for start in range(0, utterances.shape[0], chunk_size):
-        chunk = utterances[start : start + chunk_size]
-        scores = cohort_scores(chunk)
-        if threshold_guess:
-            score_moments = moments(chunk)
-            score_mean = score_moments[:, 0]
-            score_var = (score_moments[:, 1:] * chunk).sum(1) - score_mean**2
-            threshold = score_mean + z * score_var.clamp_min(0).sqrt()
-            top = _top_values(scores, top_n, threshold)
-        else:
-            top = scores.topk(top_n, dim=1, sorted=False).values
-        std, mean_ = torch.std_mean(top, dim=1)
-        mean_scores[start : start + chunk_size] = mean_
-        std_scores[start : start + chunk_size] = std
+
+    def statistics_of(starts):
+        for start in starts:
+            chunk = utterances[start : start + chunk_size]
+            scores = cohort_scores(chunk)
+            if threshold_guess:
+                score_moments = moments(chunk)
+                score_mean = score_moments[:, 0]
+                score_var = (score_moments[:, 1:] * chunk).sum(1) - score_mean**2
+                threshold = score_mean + z * score_var.clamp_min(0).sqrt()
+                top = _top_values(scores, top_n, threshold)
+            else:
+                top = scores.topk(top_n, dim=1, sorted=False).values
+            std, mean_ = torch.std_mean(top, dim=1)
+            mean_scores[start : start + chunk_size] = mean_
+            std_scores[start : start + chunk_size] = std
+
+    starts = range(0, utterances.shape[0], chunk_size)
+    streams = min(torch.get_num_threads(), len(starts))
+    if utterances.device.type == "cpu" and streams > 1:
+        _in_streams(statistics_of, [starts[i::streams] for i in range(streams)])
+    else:
+        statistics_of(starts)
     flat = int((std_scores == 0).sum())
     if flat:
         raise ValueError(
@@ -230,7 +260,7 @@ def adaptive_snorm(
     ids=None,
     mean=None,
     top_n=300,
-    chunk_size=2048,
+    chunk_size=1024,
     return_statistics=False,
 ):
     """Adaptive s-norm of a scored trial list (top-N cohort per utterance).

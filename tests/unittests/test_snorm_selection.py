@@ -76,3 +76,17 @@ def test_cohort_product_matches_float64():
     expected = rows.double() @ cohort.double().T
     assert product.dtype == torch.float32 and product.shape == (37, 1000)
     torch.testing.assert_close(product.double(), expected, atol=1e-4, rtol=1e-6)
+
+
+def test_cohort_statistics_in_parallel_streams_keep_the_thread_count():
+    embeddings, cohort = problem("clustered", utterances=100)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # three streams of chunks of 7 utterances
+        mean_scores, std_scores = cohort_statistics(embeddings, cohort, top_n=100, chunk_size=7)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    expected_mean, expected_std = reference_statistics(embeddings, cohort, 100)
+    np.testing.assert_allclose(mean_scores.numpy(), expected_mean, atol=1e-6)
+    np.testing.assert_allclose(std_scores.numpy(), expected_std, atol=1e-6)
