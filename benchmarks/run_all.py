@@ -48,6 +48,7 @@ BENCHMARKS = {
     "pruning": ([], ["--repeats", "1", "--batch", "1"]),
     "train_step": (["--repeats", "1"], ["--repeats", "1"]),
     "inference": ([], ["--quick", "--repeats", "1"]),
+    "interop": ([], []),
 }
 
 
