@@ -33,8 +33,9 @@ def _matmul_transposed(weight):
     other devices, use ``torch.matmul``.
     """
     weight = weight.contiguous()
-    if weight.device.type == "cpu" and torch.backends.mkldnn.is_available():
-        linear = torch.ops.mkldnn._linear_pointwise
+    # torch's own oneDNN linear op (what torch.compile uses on the CPU).
+    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if weight.device.type == "cpu" and torch.backends.mkldnn.is_available() and linear:
         return lambda x: linear(x.contiguous(), weight, None, "none", [], "")
     weight_t = weight.T.contiguous()
     return lambda x: x @ weight_t
