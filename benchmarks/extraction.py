@@ -17,15 +17,23 @@ Run from the repository root::
 
     python benchmarks/extraction.py
 
-The last line holds ``name=value`` pairs: seconds per method, speed-ups of ``sorted``
-over the others, padded/real sample ratios of the batchings, and the largest
-embedding difference between ``sorted`` and ``single``.
+Every method runs with the same 2 threads; CPU-time speed-ups are printed beside
+the wall-clock ones. The model is also exported to ONNX (``export_onnx``) and run by
+onnxruntime (``ONNXEmbeddingModel``) over the same files: the largest embedding
+difference to PyTorch is printed (skipped without onnxruntime/onnxscript).
+How to measure on shared machines: ``../shared/BENCHMARKING.md``.
+
+The last line holds ``name=value`` pairs: thread counts, CPU-time speed-ups,
+``onnx_max_abs_diff``, seconds per method, wall-clock speed-ups of ``sorted`` over
+the others, padded/real sample ratios of the batchings, and the largest embedding
+difference between ``sorted`` and ``single``.
 """
 
 import argparse
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -34,11 +42,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
 from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches  # noqa: E402
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
 
 
 def _pad(wavs):
@@ -47,6 +55,23 @@ def _pad(wavs):
     for row, wav in enumerate(wavs):
         batch[row, : wav.shape[0]] = wav
     return batch, (lengths / lengths.max()).float()
+
+
+def onnx_parity(model, files):
+    """Largest embedding difference of the exported ONNX graph (onnxruntime) and
+    PyTorch over the files, or None (printed why) without onnxruntime/onnxscript."""
+    try:
+        from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel, export_onnx
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = export_onnx(model, pathlib.Path(folder) / "model.onnx")
+            runner = ONNXEmbeddingModel(path, W2VBertFbank())
+            exported = embed_files(runner, files, progress=False)
+    except ImportError as error:
+        print(f"ONNX parity skipped: {error}")
+        return None
+    expected = embed_files(model, files, progress=False)
+    return float((exported - expected).abs().max())
 
 
 def main():
@@ -88,11 +113,14 @@ def main():
     results = {name: fn() for name, fn in methods.items()}  # warm-up
     max_diff = float((results["sorted"] - results["single"]).abs().max())
     times = {name: [] for name in methods}
+    cpu_times = {name: [] for name in methods}  # process CPU time, all threads
     for _ in range(args.repeats):
         for name, fn in methods.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - start_cpu)
+    onnx_diff = onnx_parity(model, files)
 
     samples = [int(round(audio_info(f).duration * 16000)) for f in files]
     real = sum(samples)
@@ -102,17 +130,32 @@ def main():
     )
     fixed_padded = sum(
         len(chunk) * max(chunk)
-        for chunk in (samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size))
+        for chunk in (
+            samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size)
+        )
     )
-    print(f"{len(files)} FSDD files, {real / 16000:.1f} s of audio, {args.layers} full-width layers")
+    print(
+        f"{len(files)} FSDD files, {real / 16000:.1f} s of audio, {args.layers} full-width layers"
+    )
     for name, values in times.items():
         print(
             f"{name:>7}: median {statistics.median(values):.2f} s "
             f"(min {min(values):.2f}, max {max(values):.2f})"
         )
     med = {name: statistics.median(values) for name, values in times.items()}
+    cpu = {name: statistics.median(values) for name, values in cpu_times.items()}
     print(
-        f"sorted_s={med['sorted']:.3f} single_s={med['single']:.3f} fixed_s={med['fixed']:.3f} "
+        f"CPU time (all threads): sorted {cpu['sorted']:.2f} s, single {cpu['single']:.2f} s, "
+        f"fixed {cpu['fixed']:.2f} s; every method with {torch.get_num_threads()} threads"
+    )
+    if onnx_diff is not None:
+        print(f"ONNX (onnxruntime, CPU) vs PyTorch, embed_files: max |diff| {onnx_diff:.2e}")
+    print(
+        f"threads={torch.get_num_threads()} reference_threads={torch.get_num_threads()} "
+        f"cpu_speedup_vs_single={cpu['single'] / cpu['sorted']:.2f} "
+        f"cpu_speedup_vs_fixed={cpu['fixed'] / cpu['sorted']:.2f} "
+        + (f"onnx_max_abs_diff={onnx_diff:.2e} " if onnx_diff is not None else "")
+        + f"sorted_s={med['sorted']:.3f} single_s={med['single']:.3f} fixed_s={med['fixed']:.3f} "
         f"speedup_vs_single={med['single'] / med['sorted']:.2f} "
         f"speedup_vs_fixed={med['fixed'] / med['sorted']:.2f} "
         f"padding_sorted={sorted_padded / real:.3f} padding_fixed={fixed_padded / real:.3f} "

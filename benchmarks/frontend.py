@@ -17,10 +17,15 @@ policy, what a user of torch gets: its threads spin briefly between operations,
 which saves a wake-up per operation on a quiet machine (ours took 16-20 ms here,
 against 20-31 ms with passive waiting). On an oversubscribed machine spinning
 threads wait for each other, so run with ``OMP_WAIT_POLICY=PASSIVE`` there.
-The last line holds ``name=value`` pairs; ``speedup`` is the ratio of the median
-wall times (reference / ours), ``cpu_time_ratio`` that of the median process CPU
-times (steadier on a loaded machine), ``max_abs_diff`` the largest feature
-difference.
+The reference (numpy) runs single-threaded; ours with ``--threads``. Parity is
+also checked per clip at even and odd fbank frame counts (clips of 3 s minus
+0, 1, 2, ... hops, ours on the padded batch), and on the CUDA path when a GPU is
+present. How to measure on shared machines: ``../shared/BENCHMARKING.md``.
+The last line holds ``name=value`` pairs: thread counts, ``max_abs_diff_even`` /
+``_odd`` (and ``_cuda_even`` / ``_cuda_odd``), ``speedup`` is the ratio of the
+median wall times (reference / ours), ``cpu_time_ratio`` that of the median
+process CPU times (steadier on a loaded machine), ``max_abs_diff`` the largest
+feature difference on the timed batch.
 """
 
 import argparse
@@ -51,7 +56,10 @@ from transformers import SeamlessM4TFeatureExtractor  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank  # noqa: E402
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import (  # noqa: E402
+    W2VBertFbank,
+    num_fbank_frames,
+)
 
 SAMPLE_RATE = 16000
 
@@ -78,6 +86,38 @@ def load_batch(batch_size, seconds, seed=0):
     return clips, f"Arabic Speech Commands from {data}"
 
 
+def parity(ours, reference, clips, device="cpu"):
+    """Largest feature difference to the extractor, by parity of the fbank frame count.
+
+    Clip i is cut to 3 s - i hops, so the fbank frame counts alternate between
+    even and odd (an odd count drops its last frame when 2 frames are stacked);
+    ours runs once on the padded batch (relative lengths), the extractor on each
+    clip alone, and each clip's valid frames are compared.
+    """
+    lengths = [len(clips[0]) - ours.hop_length * i for i in range(len(clips))]
+    cut = [clip[:n] for clip, n in zip(clips, lengths)]
+    wavs = torch.zeros(len(cut), max(lengths))
+    for row, clip in enumerate(cut):
+        wavs[row, : len(clip)] = torch.from_numpy(clip)
+    lens = torch.tensor(lengths, dtype=torch.float64) / max(lengths)
+    with torch.no_grad():
+        feats = ours.to(device)(wavs.to(device), lens.float().to(device))[0].cpu()
+    ours.to("cpu")
+    worst = {"even": 0.0, "odd": 0.0}
+    for row, clip in enumerate(cut):
+        out = reference(
+            clip, sampling_rate=SAMPLE_RATE, return_tensors="np", return_attention_mask=True
+        )
+        # The extractor pads an odd frame count and masks the last stacked frame out.
+        frames = int(out["attention_mask"][0].sum())
+        assert frames == ours.num_output_frames(len(clip)), (frames, len(clip))
+        expected = torch.from_numpy(out["input_features"][0, :frames])
+        parity_name = "odd" if num_fbank_frames(len(clip)) % 2 else "even"
+        diff = float((feats[row, :frames] - expected).abs().max())
+        worst[parity_name] = max(worst[parity_name], diff)
+    return worst
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -102,6 +142,8 @@ def main():
     feats, expected = run_ours(), run_reference()
     assert feats.shape == expected.shape, (feats.shape, expected.shape)
     max_abs_diff = float((feats - torch.from_numpy(expected)).abs().max())
+    by_parity = parity(ours, reference, clips)
+    cuda_parity = parity(ours, reference, clips, "cuda") if torch.cuda.is_available() else None
 
     times = {"ours": [], "reference": []}
     cpu_times = {"ours": [], "reference": []}  # process CPU time, all threads
@@ -131,10 +173,32 @@ def main():
         f"CPU time (all threads, less sensitive to other load): ours {cpu['ours']:.1f} ms, "
         f"reference {cpu['reference']:.1f} ms, ratio {cpu['reference'] / cpu['ours']:.2f}"
     )
+    print(
+        f"parity with the extractor (clips of 3 s minus 0-{len(clips) - 1} hops, padded batch): "
+        f"max |diff| {by_parity['even']:.2e} at even, {by_parity['odd']:.2e} at odd fbank "
+        f"frame counts; CUDA: "
+        + (
+            f"{cuda_parity['even']:.2e} even, {cuda_parity['odd']:.2e} odd"
+            if cuda_parity
+            else "no GPU here"
+        )
+    )
+    print(
+        f"threads: ours {args.threads} (torch), reference 1 (numpy; OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS')})"
+    )
     shown = [*BENCH_ENV, "OMP_WAIT_POLICY"]
     print("environment: " + " ".join(f"{k}={os.environ.get(k, '(default)')}" for k in shown))
     print(
-        f"threads={args.threads} ours_ms={med['ours']:.2f} reference_ms={med['reference']:.2f} "
+        f"threads={args.threads} reference_threads=1 "
+        f"max_abs_diff_even={by_parity['even']:.3g} max_abs_diff_odd={by_parity['odd']:.3g} "
+        + (
+            f"max_abs_diff_cuda_even={cuda_parity['even']:.3g} "
+            f"max_abs_diff_cuda_odd={cuda_parity['odd']:.3g} "
+            if cuda_parity
+            else ""
+        )
+        + f"ours_ms={med['ours']:.2f} reference_ms={med['reference']:.2f} "
         f"speedup_min={min(ratios):.2f} speedup_max={max(ratios):.2f} "
         f"cpu_time_ratio={cpu['reference'] / cpu['ours']:.2f} "
         f"speedup={med['reference'] / med['ours']:.2f} max_abs_diff={max_abs_diff:.3g}"

@@ -19,7 +19,7 @@ features [1, T, 160] of random values, T = 50 frames per second of audio.
   60 s it is a second, independent speed sample.
 
 Only one full-size process runs at a time (about 2.4 GB of weights each). The
-malloc settings of ``/work/shared/BENCHMARKING.md`` apply to every process.
+malloc settings of ``../shared/BENCHMARKING.md`` apply to every process.
 On a shared machine, busy neighbours make every 2-thread operation wait for a
 core (up to 16 ms per operation was seen here), which inflates the short runs
 most: compare the ratios, and the load averages printed with them.
@@ -29,8 +29,13 @@ Run from the repository root::
     python benchmarks/inference.py            # 3, 20 and 60 s (about 10 min idle)
     python benchmarks/inference.py --quick    # 3 and 20 s only
 
-The last line holds ``name=value`` pairs: ``t<S>_ratio`` (median time ours /
-HF), ``mem<S>_ratio`` (peak memory beyond the weights, ours / HF),
+Both paths run in the same process with the same 2 threads. The outputs of the
+two paths are compared at every length timed (first timed call of each).
+
+The last line holds ``name=value`` pairs: thread counts, ``t<S>_ratio`` (median
+time ours / HF), ``cpu<S>_ratio`` (the same in process CPU time),
+``max_abs_diff_<S>`` (largest output difference), ``mem<S>_ratio`` (peak memory
+beyond the weights, ours / HF),
 ``cold<S>_ratio`` (time of the cold calls, ours / HF), the absolute figures
 (seconds, MB = 1e6 bytes) and the load average before and after.
 """
@@ -84,15 +89,16 @@ def features(seconds):
 
 
 def timed_forward(model, feats, path):
-    """Seconds of one forward on ``path`` and its output."""
+    """(wall seconds, process CPU seconds) of one forward on ``path``, and its output."""
     import torch
+
     from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 
     enable_memory_efficient_attention(model, enabled=path == "ours")
     with torch.inference_mode():
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         output = model(feats).last_hidden_state
-        return time.perf_counter() - start, output
+        return (time.perf_counter() - start, time.process_time() - start_cpu), output
 
 
 def status_kb(field):
@@ -113,14 +119,23 @@ def worker_time(args):
     for index, seconds in enumerate(args.seconds):
         feats = features(seconds)
         if index == 0:
-            outputs = {p: timed_forward(model, feats, p)[1] for p in PATHS}
-            result["max_abs_diff"] = (outputs["hf"] - outputs["ours"]).abs().max().item()
+            for path in PATHS:
+                timed_forward(model, feats, path)  # warm-up
         repeats = args.repeats60 if seconds >= 60 else args.repeats
         times = {p: [] for p in PATHS}
-        for _ in range(repeats):
+        cpu_times = {p: [] for p in PATHS}
+        for repeat in range(repeats):
+            outputs = {}
             for path in PATHS:
-                times[path].append(timed_forward(model, feats, path)[0])
+                (wall, cpu), outputs[path] = timed_forward(model, feats, path)
+                times[path].append(wall)
+                cpu_times[path].append(cpu)
+            if repeat == 0:  # equality at every length timed
+                diff = (outputs["hf"] - outputs["ours"]).abs().max().item()
+                result[f"max_abs_diff_{seconds}"] = diff
+            del outputs
         result[str(seconds)] = times
+        result[f"cpu_{seconds}"] = cpu_times
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -139,7 +154,7 @@ def worker_memory(args):
     except OSError:
         reset = False  # then VmHWM may still hold the peak of building the model
     before = status_kb("VmRSS")
-    seconds, _ = timed_forward(model, feats, args.path)
+    (seconds, _), _ = timed_forward(model, feats, args.path)
     peak = status_kb("VmHWM")
     result = {
         "mem_mb": max(0, peak - before) * 1024 / 1e6,
@@ -198,25 +213,32 @@ def main():
     }
     load_end = os.getloadavg()[0]
 
-    pairs = {}
-    print(f"max |hf - ours| of the output at {lengths[0]} s: {timing['max_abs_diff']:.2e}")
-    print("length | path | warm time median [min-max] | cold time | peak RSS beyond weights")
+    pairs = {"threads": 2, "reference_threads": 2}
+    for s in lengths:
+        print(f"max |hf - ours| of the output at {s} s: {timing[f'max_abs_diff_{s}']:.2e}")
+    print(
+        "length | path | warm time median [min-max] | CPU time | cold time "
+        "| peak RSS beyond weights"
+    )
     for s in lengths:
         for p in PATHS:
             mem = memory[(s, p)]
             print(f"{s:4d} s | {p:4s} | {summary(timing[str(s)][p])} | "
+                  f"{statistics.median(timing[f'cpu_{s}'][p]):7.2f} s | "
                   f"{mem['time']:7.2f} s | {mem['mem_mb']:8.1f} MB")
         hf_t, ours_t = (statistics.median(timing[str(s)][p]) for p in PATHS)
+        hf_cpu, ours_cpu = (statistics.median(timing[f"cpu_{s}"][p]) for p in PATHS)
         pairs[f"t{s}_ratio"] = ours_t / hf_t
+        pairs[f"cpu{s}_ratio"] = ours_cpu / hf_cpu
         hf_mem = max(memory[(s, "hf")]["mem_mb"], 1e-9)
         pairs[f"mem{s}_ratio"] = memory[(s, "ours")]["mem_mb"] / hf_mem
         pairs[f"cold{s}_ratio"] = memory[(s, "ours")]["time"] / memory[(s, "hf")]["time"]
         pairs[f"t{s}_hf"], pairs[f"t{s}_ours"] = hf_t, ours_t
         pairs[f"mem{s}_hf_mb"] = memory[(s, "hf")]["mem_mb"]
         pairs[f"mem{s}_ours_mb"] = memory[(s, "ours")]["mem_mb"]
+        pairs[f"max_abs_diff_{s}"] = timing[f"max_abs_diff_{s}"]
     if not all(m["hwm_reset"] for m in memory.values()):
         print("note: peak RSS could not be reset; memory figures include model building")
-    pairs["max_abs_diff"] = timing["max_abs_diff"]
     pairs["load_start"], pairs["load_end"] = load_start, load_end
     print(" ".join(f"{k}={v:.4g}" for k, v in pairs.items()))
 

@@ -18,6 +18,8 @@ fp32, ``torch.set_num_threads(2)``; one process holds one full-size model at a t
 lengths give an even number of fbank frames (WeSpeaker pools a half-padded frame on odd
 ones, see the README).
 
+How to measure on shared machines: ``../shared/BENCHMARKING.md``.
+
 Run from the repository root (about 3-6 GB, a few minutes)::
 
     python benchmarks/interop.py

@@ -9,6 +9,10 @@ against the original (the same model with its gates removed) on a batch of
 3 s clips, interleaved, after a warm-up, median (min-max) of the repeats,
 2 threads (``--threads``), fp32, sdpa attention.
 
+Both models run in the same process with the same threads; the CPU-time
+speed-up (``cpu_speedup``) is printed beside the wall-clock one (``speedup``).
+How to measure on shared machines: ``../shared/BENCHMARKING.md``.
+
 Run from the repository root: ``python benchmarks/pruning.py [--batch 4]``.
 Peak memory about 4.5 GB.
 """
@@ -99,9 +103,10 @@ def num_params(model):
 
 
 def time_forward(model, feats):
-    start = time.perf_counter()
+    """(wall seconds, process CPU seconds) of one forward."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     model(feats)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def main():
@@ -137,12 +142,15 @@ def main():
     macs = {"original": count_encoder_macs(model), "pruned": count_encoder_macs(pruned)}
     nets = {"original": model, "pruned": pruned}
     times = {name: [] for name in nets}
+    cpu_times = {name: [] for name in nets}
     with torch.inference_mode():
         for net in nets.values():
             time_forward(net, feats)  # warm-up
         for _ in range(args.repeats):
             for name, net in nets.items():
-                times[name].append(time_forward(net, feats))
+                wall, cpu = time_forward(net, feats)
+                times[name].append(wall)
+                cpu_times[name].append(cpu)
 
     kept = {group: int(mask.sum()) for group, mask in masks[0].items()}
     print(
@@ -161,7 +169,14 @@ def main():
             f"MACs/s audio {macs[name] / 1e9:6.2f} G  forward [{args.batch}x3 s] "
             f"median {median[name]:.3f} s (min {min(t):.3f}, max {max(t):.3f})"
         )
+    cpu_median = {name: statistics.median(t) for name, t in cpu_times.items()}
+    print(
+        f"CPU time: original {cpu_median['original']:.3f} s, pruned {cpu_median['pruned']:.3f} s; "
+        f"both with {args.threads} threads"
+    )
     figures = {
+        "cpu_speedup": f"{cpu_median['original'] / cpu_median['pruned']:.2f}",
+        "reference_threads": args.threads,
         "param_ratio": f"{params['pruned'] / params['original']:.4f}",
         "speedup": f"{median['original'] / median['pruned']:.2f}",
         "mac_ratio": f"{macs['pruned'] / macs['original']:.4f}",

@@ -9,19 +9,24 @@
     the values agree (SpeechBrain's minDCF is not normalised: ours x 0.01 must
     equal it; its EER is (FAR + FRR) / 2 at the closest threshold, so the two
     EERs may differ by at most one trial's share).
-(c) adaptive s-norm (top-300 cohort) of a Vox1-H-sized problem: 552,536 random
-    trials over 4,708 utterances, cohort 5,994, 256-dim random embeddings, with
+(c) adaptive s-norm (top-300 cohort, cohort 5,994, 256-dim random embeddings)
+    on the real Vox1-H list (552,536 trials over 138,137 distinct utterances,
+    ``voxceleb_trials/list_test_hard.txt.gz`` under ``../shared/data`` or
+    ``SV_TEST_DATA``; a random list of the same sizes when it is absent):
     ``cosine_scores`` + ``adaptive_snorm`` (cohort statistics once per
-    utterance), against the per-trial approach of SpeechBrain's VoxCeleb
+    utterance) against the per-trial approach of SpeechBrain's VoxCeleb
     cosine recipe (every trial scores its enrollment and its test embedding
-    against the whole cohort, then top-N, mean, std), timed on a few hundred
-    trials and extrapolated per trial; a leaner per-trial baseline (cohort
-    normalised once, one mat-vec per side) is reported beside it.
-(d) when the VoxCeleb lists are present, (c) on the real Vox1-H list
-    structure (138,137 distinct utterances), one run.
+    against the whole cohort, then top-N, mean, std), timed on a sample of
+    the list's trials and extrapolated per trial, with the same thread
+    count; a leaner per-trial baseline (cohort normalised once, one mat-vec
+    per side) is reported beside it. Both references score the sample, and
+    ours must equal them within 1e-5. The peak memory of our call is the
+    process's peak RSS during it minus the RSS before it.
 
 All on the CPU with ``torch.set_num_threads(2)``; medians of ``--repeats``
-runs (min-max beside them) after a warm-up, ours and the reference interleaved.
+runs (min-max beside them) after a warm-up, ours and the reference interleaved;
+CPU-time ratios are printed beside the wall-clock ones. How to measure on
+shared machines: ``../shared/BENCHMARKING.md``.
 
 Run from the repository root::
 
@@ -29,8 +34,11 @@ Run from the repository root::
 
 The last line holds ``name=value`` pairs: ``eer_mindcf_10M_s`` (one-sort
 metrics, seconds), ``sb_ratio_1e4`` (our time / SpeechBrain's at 1e4 trials),
-``snorm_s`` and ``snorm_speedup`` (per-trial time extrapolated / ours),
-``snorm_speedup_vs_matvec`` (the same against the leaner baseline).
+``snorm_realH_s`` (cosine + adaptive s-norm of the Vox1-H list, seconds),
+``snorm_realH_speedup`` (per-trial time extrapolated / ours, wall clock;
+``..._cpu`` in CPU time), ``snorm_realH_speedup_vs_matvec`` (the same against
+the leaner baseline), ``snorm_realH_max_abs_diff`` (against both references
+on the sample), ``snorm_realH_peak_mb``, ``snorm_realH_list`` (real or random).
 """
 
 import argparse
@@ -66,7 +74,7 @@ from speechbrain_w2vbert_sv.scoring.snorm import adaptive_snorm  # noqa: E402
 from speechbrain_w2vbert_sv.scoring.trials import Trials, read_trials  # noqa: E402
 
 VOX1_H_TRIALS = 552_536
-VOX1_O_UTTERANCES = 4_708
+VOX1_H_UTTERANCES = 138_137
 COHORT = 5_994
 DIM = 256
 TOP_N = 300
@@ -76,6 +84,13 @@ def timed(fn):
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+def timed_cpu(fn):
+    """(wall-clock seconds, process CPU seconds), result."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return (time.perf_counter() - start, time.process_time() - start_cpu), result
 
 
 def summary(times):
@@ -170,16 +185,36 @@ def per_trial_matvec_snorm(enroll, test, cohort, top_n):
     return out
 
 
-def snorm_problem(n_utterances, trials=None, seed=2):
+def vox1_h_trials(seed=2):
+    """The real Vox1-H list when present, else a random list of its sizes."""
+    data = pathlib.Path(os.environ.get("SV_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+    path = data / "voxceleb_trials" / "list_test_hard.txt.gz"
+    if path.is_file():
+        return read_trials(path), "real"
+    print(f"    {path} not found: a random list of the Vox1-H sizes instead")
     gen = torch.Generator().manual_seed(seed)
-    ids = [f"utt{i}" for i in range(n_utterances)] if trials is None else trials.utterances
-    embeddings = torch.randn(len(ids), DIM, generator=gen)
-    cohort = torch.randn(COHORT, DIM, generator=gen)
-    if trials is None:
-        pairs = torch.randint(0, n_utterances, (VOX1_H_TRIALS, 2), generator=gen).numpy()
-        labels = (torch.rand(VOX1_H_TRIALS, generator=gen) < 0.5).numpy()
-        trials = Trials(labels.astype(np.int8), pairs[:, 0], pairs[:, 1], tuple(ids))
-    return trials, embeddings, cohort, list(ids)
+    pairs = torch.randint(0, VOX1_H_UTTERANCES, (VOX1_H_TRIALS, 2), generator=gen).numpy()
+    labels = (torch.rand(VOX1_H_TRIALS, generator=gen) < 0.5).numpy().astype(np.int8)
+    ids = tuple(f"utt{i:06d}" for i in range(VOX1_H_UTTERANCES))
+    return Trials(labels, pairs[:, 0], pairs[:, 1], ids), "random"
+
+
+def rss_mb(field):
+    """VmRSS or VmHWM (the peak) of this process, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_rss_delta_mb(fn):
+    """Runs fn; its peak RSS above the RSS before it (Linux: the peak is reset first)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = rss_mb("VmRSS")
+    fn()
+    return rss_mb("VmHWM") - before
 
 
 def ours_snorm(trials, embeddings, ids, cohort):
@@ -187,66 +222,72 @@ def ours_snorm(trials, embeddings, ids, cohort):
     return adaptive_snorm(raw, trials, embeddings, cohort, ids=ids, top_n=TOP_N)
 
 
-def bench_snorm(repeats, reference_trials):
-    trials, embeddings, cohort, ids = snorm_problem(VOX1_O_UTTERANCES)
-    sample = slice(0, reference_trials)
-    enroll = embeddings[torch.as_tensor(trials.enroll_index[sample])]
-    test = embeddings[torch.as_tensor(trials.test_index[sample])]
+def bench_snorm(repeats, reference_trials, seed=2):
+    read_s, (trials, kind) = timed(vox1_h_trials)
+    ids = list(trials.utterances)
+    gen = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(len(ids), DIM, generator=gen)
+    cohort = torch.randn(COHORT, DIM, generator=gen)
+    sample = torch.randperm(len(trials), generator=gen)[:reference_trials]
+    enroll = embeddings[torch.as_tensor(trials.enroll_index)[sample]]
+    test = embeddings[torch.as_tensor(trials.test_index)[sample]]
 
-    ours_snorm(trials, embeddings, ids, cohort)
+    ours_snorm(trials, embeddings, ids, cohort)  # warm-up
     per_trial_snorm(enroll[:20], test[:20], cohort, TOP_N)
     per_trial_matvec_snorm(enroll[:20], test[:20], cohort, TOP_N)
-    ours_times, per_trial_times, matvec_times = [], [], []
+    ours_t, ours_cpu, trial_t, trial_cpu, matvec_t = [], [], [], [], []
     for _ in range(repeats):
-        elapsed, normed = timed(lambda: ours_snorm(trials, embeddings, ids, cohort))
-        ours_times.append(elapsed)
-        elapsed, reference = timed(lambda: per_trial_snorm(enroll, test, cohort, TOP_N))
-        per_trial_times.append(elapsed / reference_trials)
+        (elapsed, cpu), normed = timed_cpu(lambda: ours_snorm(trials, embeddings, ids, cohort))
+        ours_t.append(elapsed)
+        ours_cpu.append(cpu)
+        (elapsed, cpu), reference = timed_cpu(lambda: per_trial_snorm(enroll, test, cohort, TOP_N))
+        trial_t.append(elapsed / reference_trials)
+        trial_cpu.append(cpu / reference_trials)
         elapsed, lean = timed(lambda: per_trial_matvec_snorm(enroll, test, cohort, TOP_N))
-        matvec_times.append(elapsed / reference_trials)
+        matvec_t.append(elapsed / reference_trials)
+    peak_mb = peak_rss_delta_mb(lambda: ours_snorm(trials, embeddings, ids, cohort))
     max_diff = max(
         float((normed[sample] - reference).abs().max()),
         float((normed[sample] - lean).abs().max()),
     )
-    ours_s = statistics.median(ours_times)
-    per_trial_s = statistics.median(per_trial_times)
-    matvec_s = statistics.median(matvec_times)
-    extrapolated = per_trial_s * VOX1_H_TRIALS
+    n = len(trials)
+    ours_s, per_trial_s = statistics.median(ours_t), statistics.median(trial_t)
+    speedup = per_trial_s * n / ours_s
+    speedup_cpu = statistics.median(trial_cpu) * n / statistics.median(ours_cpu)
+    matvec_speedup = statistics.median(matvec_t) * n / ours_s
+    threads = torch.get_num_threads()
     print(
-        f"(c) adaptive s-norm, {VOX1_H_TRIALS} trials over {VOX1_O_UTTERANCES} utterances, "
-        f"cohort {COHORT}, top {TOP_N}, {DIM}-dim (cosine + s-norm): ours {summary(ours_times)}"
+        f"(c) adaptive s-norm, {kind} Vox1-H list ({n} trials, {len(ids)} utterances; read "
+        f"in {read_s:.2f} s), cohort {COHORT}, top {TOP_N}, {DIM}-dim, {threads} threads: "
+        f"cosine + s-norm {summary(ours_t)}, CPU time {statistics.median(ours_cpu):.2f} s; "
+        f"peak memory {peak_mb:.0f} MB above the RSS before the call"
     )
     print(
-        f"    per-trial approach: {1e3 * per_trial_s:.2f} ms per trial (median of {repeats} x "
-        f"{reference_trials} trials, min {1e3 * min(per_trial_times):.2f}, max "
-        f"{1e3 * max(per_trial_times):.2f}) -> {extrapolated:.0f} s extrapolated; "
-        f"speedup {extrapolated / ours_s:.0f}x; max |diff| on the sample {max_diff:.1e}"
+        f"    per-trial approach ({threads} threads): {1e3 * per_trial_s:.2f} ms per trial "
+        f"(median of {repeats} x {reference_trials} trials, min {1e3 * min(trial_t):.2f}, "
+        f"max {1e3 * max(trial_t):.2f}) -> {per_trial_s * n:.0f} s extrapolated; speedup "
+        f"{speedup:.0f}x wall clock, {speedup_cpu:.0f}x CPU time"
     )
     print(
-        f"    leaner per-trial baseline (normalised cohort, mat-vec): {1e3 * matvec_s:.2f} ms "
-        f"per trial (min {1e3 * min(matvec_times):.2f}, max {1e3 * max(matvec_times):.2f}) -> "
-        f"speedup {matvec_s * VOX1_H_TRIALS / ours_s:.0f}x"
+        f"    leaner per-trial baseline (normalised cohort, mat-vec): "
+        f"{1e3 * statistics.median(matvec_t):.2f} ms per trial -> speedup {matvec_speedup:.0f}x"
     )
-    return ours_s, per_trial_s, matvec_s, max_diff
-
-
-def bench_snorm_real_h(per_trial_s, matvec_s):
-    data = pathlib.Path(os.environ.get("SV_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
-    path = data / "voxceleb_trials" / "list_test_hard.txt.gz"
-    if not path.is_file():
-        print(f"(d) skipped: {path} not found")
-        return None
-    read_s, real = timed(lambda: read_trials(path))
-    trials, embeddings, cohort, ids = snorm_problem(0, trials=real)
-    elapsed, _ = timed(lambda: ours_snorm(trials, embeddings, ids, cohort))
-    speedup = per_trial_s * len(trials) / elapsed
-    matvec_speedup = matvec_s * len(trials) / elapsed
     print(
-        f"(d) real Vox1-H list ({len(trials)} trials, {len(ids)} utterances; read in "
-        f"{read_s:.2f} s): cosine + s-norm {elapsed:.2f} s (one run); speedup {speedup:.0f}x, "
-        f"{matvec_speedup:.0f}x against the leaner per-trial baseline"
+        f"    max |ours - references| on the {reference_trials} sampled trials: {max_diff:.1e} "
+        f"({'equal within 1e-5' if max_diff <= 1e-5 else 'DIFFER by more than 1e-5'})"
     )
-    return elapsed, speedup, matvec_speedup
+    return {
+        "snorm_realH_s": f"{ours_s:.3f}",
+        "snorm_realH_cpu_s": f"{statistics.median(ours_cpu):.3f}",
+        "snorm_realH_speedup": f"{speedup:.0f}",
+        "snorm_realH_speedup_cpu": f"{speedup_cpu:.0f}",
+        "snorm_realH_speedup_vs_matvec": f"{matvec_speedup:.0f}",
+        "snorm_realH_per_trial_ms": f"{1e3 * per_trial_s:.3f}",
+        "snorm_realH_max_abs_diff": f"{max_diff:.1e}",
+        "snorm_realH_equal_1e-5": str(max_diff <= 1e-5),
+        "snorm_realH_peak_mb": f"{peak_mb:.0f}",
+        "snorm_realH_list": kind,
+    }
 
 
 def main():
@@ -260,10 +301,10 @@ def main():
 
     one_sort_s, separate_s = bench_10m(args.repeats)
     ratio, eer_diff, dcf_diff, agree = bench_speechbrain(args.sb_trials, args.repeats)
-    snorm_s, per_trial_s, matvec_s, max_diff = bench_snorm(args.repeats, args.reference_trials)
-    real_h = bench_snorm_real_h(per_trial_s, matvec_s)
+    snorm_pairs = bench_snorm(args.repeats, args.reference_trials)
 
     pairs = {
+        "threads": str(torch.get_num_threads()),
         "eer_mindcf_10M_s": f"{one_sort_s:.3f}",
         "eer_plus_mindcf_separate_10M_s": f"{separate_s:.3f}",
         "sb_ratio_1e4": f"{ratio:.2e}",
@@ -271,16 +312,8 @@ def main():
         "sb_eer_abs_diff": f"{eer_diff:.1e}",
         "sb_mindcf_abs_diff": f"{dcf_diff:.1e}",
         "sb_agree": str(agree),
-        "snorm_s": f"{snorm_s:.3f}",
-        "snorm_per_trial_ms": f"{1e3 * per_trial_s:.3f}",
-        "snorm_speedup": f"{per_trial_s * VOX1_H_TRIALS / snorm_s:.0f}",
-        "snorm_speedup_vs_matvec": f"{matvec_s * VOX1_H_TRIALS / snorm_s:.0f}",
-        "snorm_max_abs_diff": f"{max_diff:.1e}",
+        **snorm_pairs,
     }
-    if real_h is not None:
-        pairs["snorm_realH_s"] = f"{real_h[0]:.3f}"
-        pairs["snorm_realH_speedup"] = f"{real_h[1]:.0f}"
-        pairs["snorm_realH_speedup_vs_matvec"] = f"{real_h[2]:.0f}"
     print(" ".join(f"{k}={v}" for k, v in pairs.items()))
 
 

@@ -18,7 +18,7 @@ alternate stage 1, stage 2, stage 1, ... (``--repeats`` each, default 3); median
 with min-max are printed. Memory figures are the peak RSS of the timed step minus
 the RSS once the model is built: everything training holds beyond the weights
 (gradients, optimizer states, activations). The malloc settings of
-``/work/shared/BENCHMARKING.md`` apply to every process.
+``../shared/BENCHMARKING.md`` apply to every process.
 
 Run from the repository root (about 10 min on an idle 2-core machine)::
 
@@ -65,12 +65,12 @@ def build_brain(stage):
     from transformers import Wav2Vec2BertConfig
     from transformers.initialization import no_init_weights
 
-    from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-    from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
     from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-    from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
     from speechbrain_w2vbert_sv.lobes.heads import MFAHead
     from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
+    from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+    from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+    from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 
     lora = {"freeze": True, "lora_rank": 64, "lora_alpha": 128} if stage == "stage1" else {}
     # HF's initialisation of 580 M parameters is slow; values do not change the timing.

@@ -122,13 +122,14 @@ def _gather_dot(normalised, first, second, chunk_size):
     out = torch.empty(first.shape[0], dtype=normalised.dtype)
     for start in range(0, first.shape[0], chunk_size):
         stop = start + chunk_size
-        rows_a = normalised[first[start:stop]]
-        rows_b = normalised[second[start:stop]]
-        out[start:stop] = (rows_a * rows_b).sum(dim=1)
+        rows_a = normalised.index_select(0, first[start:stop])
+        rows_b = normalised.index_select(0, second[start:stop])
+        # One dot product per row pair, without a [chunk, D] product in memory.
+        out[start:stop] = torch.bmm(rows_a.unsqueeze(1), rows_b.unsqueeze(2)).view(-1)
     return out
 
 
-def cosine_scores(trials, embeddings, ids=None, mean=None, chunk_size=65536):
+def cosine_scores(trials, embeddings, ids=None, mean=None, chunk_size=8192):
     """Cosine similarity of every trial.
 
     Arguments
