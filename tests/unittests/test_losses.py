@@ -9,7 +9,7 @@ import pytest
 import torch
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
-from speechbrain_w2vbert_sv.losses import AAMSoftmaxLoss
+from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
 
 
 def reference_loss(cosine, targets, margin, scale):
