@@ -131,6 +131,7 @@ def train_system(name, args, asr_folder):
     if ctc is None and hasattr(model, "asr_model"):
         ctc = model.asr_model.ctc_lin
     return {
+        "name": name,
         "system": description,
         "encoder": count_parameters(model.frontend) + count_parameters(model.backbone),
         "head": count_parameters(model.head),
