@@ -20,11 +20,13 @@ Run from the repository root::
 import argparse
 import json
 import pathlib
+import re
 import statistics
 
 FIGURES = [("EER_last", "EER % last epoch", 2), ("minDCF_last", "minDCF last epoch", 3),
            ("EER", "EER % best epoch*", 2)]
 WER_FILE = pathlib.Path("asr_conformer_ctc") / "pretrained" / "wer.json"
+VALID_EER = re.compile(r"^epoch: (\d+),.* valid EER: ([0-9.]+)", re.MULTILINE)
 
 
 def spread(values):
@@ -109,11 +111,47 @@ def summary_pairs(systems, wers):
     return " ".join(pairs)
 
 
+def epoch_table(folders):
+    """Validation EER per epoch of each system over the runs, from ``train_log.txt``.
+
+    Works on unfinished runs too (``<folder>/<system>/train_log.txt`` is written at
+    the end of every epoch).
+
+    Arguments
+    ---------
+    folders : list of os.PathLike
+        ``compare_conformer.py`` output folders (one per seed).
+
+    Returns
+    -------
+    str
+        Markdown table: system, epoch, runs, each run's EER, mean ± sd (min-max).
+    """
+    found = {}
+    for folder in map(pathlib.Path, folders):
+        for log in sorted(folder.glob("*/train_log.txt")):
+            for epoch, eer in VALID_EER.findall(log.read_text()):
+                found.setdefault((log.parent.name, int(epoch)), []).append(float(eer))
+    lines = ["| system | epoch | runs | valid EER % of each run | mean ± sd (min-max) |",
+             "|---|---:|---:|---|---:|"]
+    for (name, epoch), eers in sorted(found.items()):
+        each = ", ".join(f"{eer:.2f}" for eer in eers)
+        lines.append(f"| {name} | {epoch} | {len(eers)} | {each} | {format_spread(eers, 2)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="compare_conformer.py output folders")
     parser.add_argument("--output", default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--epochs", action="store_true",
+        help="per-epoch validation EER from the train logs instead (unfinished runs too)",
+    )
     args = parser.parse_args(argv)
+    if args.epochs:
+        print(epoch_table(args.folders))
+        return
     systems, wers = read_runs(args.folders)
     table = format_spread_table(systems, wers)
     if args.output:

@@ -53,3 +53,20 @@ def test_an_unfinished_run_is_named(tmp_path):
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(ValueError, match="unfinished/rows.json: missing"):
         seed_spread.main([str(tmp_path / "done"), str(tmp_path / "unfinished")])
+
+
+def test_epoch_table_reads_the_train_logs_of_unfinished_runs(tmp_path, capsys):
+    seed_spread = _seed_spread()
+    line = ("epoch: {}, backbone_lr: 2.00e-03, head_lr: 2.00e-03 - train loss: 11.25, "
+            "train error: 9.78e-01 - valid EER: {}, valid minDCF: 9.98e-01\n")
+    for seed, eers in [(1, [44.12, 35.36]), (2, [41.60, 30.12]), (3, [44.23])]:
+        (tmp_path / f"s{seed}" / "random").mkdir(parents=True)
+        (tmp_path / f"s{seed}" / "random" / "train_log.txt").write_text(
+            "".join(line.format(epoch, eer) for epoch, eer in enumerate(eers, 1))
+        )
+    seed_spread.main([str(tmp_path / f"s{seed}") for seed in (1, 2, 3)] + ["--epochs"])
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    assert rows == [
+        "| random | 1 | 3 | 44.12, 41.60, 44.23 | 43.32 ± 1.49 (41.60-44.23) |",
+        "| random | 2 | 2 | 35.36, 30.12 | 32.74 ± 3.71 (30.12-35.36) |",
+    ]
