@@ -95,7 +95,8 @@ def test_random_init_conformer_learns_speakers(shared_data, tmp_path, monkeypatc
     rounds differently and lands where another seed would). Two epochs are what the
     suite affords, and at two epochs the seeds still differ by several points, so the
     bound is loose: it fails a model whose head is zeroed (50.00 %), but shuffled speaker
-    labels (every training utterance given a fixed random label) gave 43.92 %, inside it. The 15-epoch figures of README_conformer.md are measured by
+    labels (every training utterance given a fixed random label) gave 43.92 %, inside
+    it. The 15-epoch figures of README_conformer.md are measured by
     compare_conformer.py, not here.
     """
     monkeypatch.syspath_prepend(str(RECIPES))
