@@ -131,6 +131,7 @@ def train_system(name, args, asr_folder):
     if ctc is None and hasattr(model, "asr_model"):
         ctc = model.asr_model.ctc_lin
     return {
+        "name": name,
         "system": description,
         "encoder": count_parameters(model.frontend) + count_parameters(model.backbone),
         "head": count_parameters(model.head),
@@ -187,8 +188,11 @@ def main(argv=None):
     output = pathlib.Path(args.output_folder)
     output.mkdir(parents=True, exist_ok=True)
 
+    asr_folder, asr_wer_value = None, None
     if args.asr_folder is None:
-        asr_folder, asr_wer_value = train_asr(args)
+        # The random-init system alone needs no ASR model.
+        if any(name != "random" for name in args.systems):
+            asr_folder, asr_wer_value = train_asr(args)
     else:
         asr_folder = pathlib.Path(args.asr_folder)
         asr_wer_value = read_asr_wer(asr_folder)

@@ -44,6 +44,9 @@ DATA = [
     "--noprogressbar",
 ]
 EER_LINE = re.compile(r"^(\S+): EER ([0-9.]+)%", re.MULTILINE)
+TARGET_SPARSITY = 0.6
+# Documented in prune.yaml: the reached sparsity lies within 0.2 of the target.
+SPARSITY_TOLERANCE = 0.2
 
 
 def run(script, hparams, output_folder, *args):
@@ -78,16 +81,24 @@ def pruned_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prune")
     run("train.py", "stage2.yaml", tmp / "teacher", *MODEL, *DATA, "--init_from=null",
         "--number_of_epochs=1", "--lr=0.01", "--make_augment=null")
-    # High gate and multiplier rates: units are removed within the 20 steps.
+    # A high gate rate removes units within the 60 steps; a low multiplier rate keeps
+    # the overshoot past the target small.
     stdout = run("prune.py", "prune.yaml", tmp / "prune", *MODEL, *DATA,
-                 f"--teacher={tmp / 'teacher'}", "--target_sparsity=0.6", "--warmup_steps=10",
-                 "--prune_epochs=2", "--distill_epochs=1", "--gates_lr=0.5", "--lambdas_lr=0.5")
+                 f"--teacher={tmp / 'teacher'}", f"--target_sparsity={TARGET_SPARSITY}",
+                 "--warmup_steps=20", "--prune_epochs=6", "--distill_epochs=1",
+                 "--gates_lr=0.5", "--lambdas_lr=0.04")
     return tmp, stdout
 
 
 def test_materialised_model_matches_the_gates(pruned_run):
-    """Size = the gates' deterministic prediction, smaller than the teacher; hidden
-    states = those of the gated model in eval mode."""
+    """Size = the gates' deterministic prediction, at the sparsity asked for within
+    the documented tolerance; hidden states = those of the gated model in eval mode.
+
+    Reached sparsity measured with this fixture's commands and ``--seed=1986`` (the
+    yamls', this test's), ``1987``, ``1988`` on both: 0.602, 0.684, 0.684 (mean 0.657,
+    spread 0.047: mean + 3 spreads = 0.80 = target + tolerance). Without the sparsity
+    term (the controller's output replaced by zero) the same commands reached 0.041.
+    """
     tmp, _ = pruned_run
     from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint
     from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert
@@ -102,9 +113,11 @@ def test_materialised_model_matches_the_gates(pruned_run):
     pruned = AutoModel.from_pretrained(tmp / "prune" / "pruned" / "encoder").eval()
     num_params = sum(p.numel() for n, p in pruned.named_parameters() if n != "masked_spec_embed")
     assert num_params == gated.deterministic_num_params()
-    assert num_params < 0.9 * gated.original_num_params
     summary = yaml.safe_load((tmp / "prune" / "pruning_summary.yaml").read_text())
     assert summary["pruned_encoder"]["params"] == num_params
+    teacher_params = summary["teacher_encoder"]["params"]
+    assert summary["sparsity"] == pytest.approx(1 - num_params / teacher_params)
+    assert abs(summary["sparsity"] - TARGET_SPARSITY) <= SPARSITY_TOLERANCE, summary
     assert summary["pruned_encoder"]["GMACs_1s"] < summary["teacher_encoder"]["GMACs_1s"]
 
     feats = torch.randn(3, 40, 160)

@@ -110,8 +110,11 @@ def step_counts(save_folder):
 def test_learns_speakers_of_arabic_speech_commands(shared_data, tmp_path):
     """18 training speakers; EER on the 6 held-out speakers' text-independent trials.
 
-    Measured here: 27-29 % EER (chance: 50 %), about 1 min of CPU time (2-2.5 min wall
-    on a loaded machine).
+    Measured here with this command and ``--seed=1986`` (the yaml's, this test's),
+    ``1987``, ``1988``: 28.99, 27.94, 27.91 % (mean 28.28, spread 0.62; chance: 50 %),
+    45-57 s of CPU time each. The bound is mean + 3 spreads: another machine rounds
+    differently and lands where another seed would. With shuffled speaker labels
+    (every training utterance given a fixed random label) the same command gave 43.07 %.
     """
     asc = shared_data / "arabic_speech_commands"
     stdout = run_recipe(
@@ -128,7 +131,7 @@ def test_learns_speakers_of_arabic_speech_commands(shared_data, tmp_path):
     )
     eer = eers(stdout)["val_speakers_text_independent.txt"]
     print(f"Arabic Speech Commands, 6 held-out speakers: EER {eer:.2f}%")
-    assert eer < 38.0, stdout[-2000:]
+    assert eer < 30.2, stdout[-2000:]
     # The six test speakers never entered training.
     train = (tmp_path / "asc" / "save" / "data" / "train.csv").read_text()
     trial_speakers = {
@@ -140,6 +143,22 @@ def test_learns_speakers_of_arabic_speech_commands(shared_data, tmp_path):
     assert len(trial_speakers) == 6
     assert not any(spk in train for spk in trial_speakers)
     assert len(set(re.findall(r",(\d{8}),", train))) == 18
+
+
+def test_quickstart_as_the_readme_gives_it(tmp_path):
+    """The README's first command, unchanged: quickstart.yaml (a small random w2v-BERT,
+    100 generated training speakers, 10 epochs), tested on 20 held-out speakers.
+
+    Measured here with this command and ``--seed=1986`` (the yaml's, this test's),
+    ``1987``, ``1988``: 8.92, 10.38, 10.21 % (mean 9.84, spread 0.80; chance: 50 %),
+    about 140 s of CPU time each. The bound is mean + 3 spreads (another machine rounds
+    differently and lands where another seed would). With shuffled speaker labels
+    (every training utterance given a fixed random label) the same command gave 37.83 %.
+    """
+    stdout = run_recipe(tmp_path / "quickstart", "--noprogressbar", timeout=1800)
+    eer = eers(stdout)["synthetic_trials.txt"]
+    print(f"quickstart, 20 held-out synthetic speakers: EER {eer:.2f}%")
+    assert eer < 12.3, stdout[-2000:]
 
 
 def test_resume_after_sigkill_gives_the_same_number_of_steps(tmp_path):

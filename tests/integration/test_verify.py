@@ -5,9 +5,12 @@ import json
 import pathlib
 
 import pytest
+import torch
+from speechbrain.utils.metric_stats import EER
 
-from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition
 from speechbrain_w2vbert_sv.inference.export import export_model
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition
+from speechbrain_w2vbert_sv.scoring.metrics import compute_eer
 from speechbrain_w2vbert_sv.scoring.trials import read_scores
 from tests.unittests.test_inference import make_training_run
 
@@ -57,9 +60,16 @@ def test_verify_end_to_end(setup, shared_data):
     labels = [line.split()[0] for line in (root / "test.txt").read_text().splitlines()]
     n_target, n_nontarget = labels.count("1"), labels.count("0")
     assert list(results) == ["ASC cosine", "ASC asnorm", "ASC qmf"]
-    for metrics in results.values():
+    for system, metrics in results.items():
         assert 0.0 <= metrics["eer"] <= 1.0
         assert (metrics["n_target"], metrics["n_nontarget"]) == (n_target, n_nontarget)
+        # The EER is that of the scores written to disk; SpeechBrain's EER (no
+        # interpolation) agrees within one target trial.
+        trials, scores = read_scores(output / f"scores_{system.split()[-1]}.txt")
+        assert metrics["eer"] == pytest.approx(compute_eer(scores, trials.labels), abs=1e-9)
+        target = torch.from_numpy(scores[trials.labels == 1])
+        nontarget = torch.from_numpy(scores[trials.labels == 0])
+        assert abs(metrics["eer"] - EER(target, nontarget)[0]) <= 1.0 / n_target, system
     table = (output / "results.md").read_text()
     assert f"| ASC qmf | {n_target}/{n_nontarget} |" in table
     details = json.loads((output / "results.json").read_text())["systems"]

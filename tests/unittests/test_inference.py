@@ -220,6 +220,13 @@ def test_verify_files_resamples_and_downmixes(exported, shared_data, tmp_path):
     assert score.shape == (1,) and decision.dtype == torch.bool
     assert -1.0 <= float(score) <= 1.0
     assert bool(decision) == (float(score) > 0.4)
+    # The score is the cosine of these two files' own embeddings (not, say, of one
+    # file with itself or of a batch padded together), and a file matches itself.
+    emb_a, emb_b = (model.encode_batch(model.load_audio(c)[None]).double().flatten()
+                    for c in (clip_a, clip_b))
+    cosine = torch.dot(emb_a, emb_b) / (emb_a.norm() * emb_b.norm())
+    assert abs(float(score) - float(cosine)) < 1e-5
+    assert float(model.verify_files(clip_a, clip_a)[0]) == pytest.approx(1.0, abs=1e-5)
 
     # 8 kHz FSDD clip: the same embedding as the clip resampled independently.
     fsdd = next(iter(sorted((shared_data / "fsdd" / "recordings").glob("*.flac"))))
@@ -230,6 +237,8 @@ def test_verify_files_resamples_and_downmixes(exported, shared_data, tmp_path):
     assert (from_file - model.encode_batch(resampled[None])).abs().max() < 1e-5
     score, _ = model.verify_files(fsdd, clip_a)
     assert -1.0 <= float(score) <= 1.0
+    assert abs(float(score) - float(torch.nn.functional.cosine_similarity(
+        from_file.flatten(), emb_a.float(), dim=0))) < 1e-5
 
     # Two channels are averaged.
     left, _ = soundfile.read(clip_a, dtype="float32")

@@ -92,7 +92,14 @@ def _median_f0(path):
 
 
 def test_speakers_separable_by_pitch_but_not_trivially(corpus):
-    """A one-number model (median pitch) separates held-out speakers imperfectly."""
+    """A one-number model (median pitch) separates held-out speakers imperfectly.
+
+    No training here: the EER is a property of the generated corpus. Measured on
+    three corpus seeds (``make_synthetic_corpus(seed=...)``, the default size):
+    seed 7 (this test's) 0.088, seed 8 0.057, seed 9 0.289 (mean 0.145, spread 0.126).
+    With that spread, mean + 3 spreads would exceed chance; the bounds stay at "clearly
+    better than chance" (< 0.35) and "not trivial" (> 0.01).
+    """
     test = read_csv(corpus["test"])
     f0 = {r["ID"]: np.log(_median_f0(r["wav"])) for r in test}
     # Utterances of one speaker differ from each other, around the speaker's pitch.
