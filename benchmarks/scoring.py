@@ -70,7 +70,7 @@ from speechbrain_w2vbert_sv.scoring.metrics import (  # noqa: E402
     compute_min_dcf,
     verification_metrics,
 )
-from speechbrain_w2vbert_sv.scoring.snorm import adaptive_snorm  # noqa: E402
+from speechbrain_w2vbert_sv.scoring.score_normalization import adaptive_snorm  # noqa: E402
 from speechbrain_w2vbert_sv.scoring.trials import Trials, read_trials  # noqa: E402
 
 VOX1_H_TRIALS = 552_536

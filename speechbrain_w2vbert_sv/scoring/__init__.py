@@ -21,7 +21,7 @@ from speechbrain_w2vbert_sv.scoring.results import (
     format_results_table,
     write_results_table,
 )
-from speechbrain_w2vbert_sv.scoring.snorm import (
+from speechbrain_w2vbert_sv.scoring.score_normalization import (
     adaptive_snorm,
     cohort_statistics,
     snorm,

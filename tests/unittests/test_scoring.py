@@ -13,7 +13,7 @@ from speechbrain_w2vbert_sv.scoring.metrics import compute_act_dcf, compute_cllr
 from speechbrain_w2vbert_sv.scoring.plots import plot_det, plot_score_histogram
 from speechbrain_w2vbert_sv.scoring.calibration import QMFCalibrator, qmf_features, quality_measures
 from speechbrain_w2vbert_sv.scoring.trials import Trials, read_scores, read_trials, write_scores
-from speechbrain_w2vbert_sv.scoring.snorm import adaptive_snorm, cohort_statistics
+from speechbrain_w2vbert_sv.scoring.score_normalization import adaptive_snorm, cohort_statistics
 from speechbrain_w2vbert_sv.scoring.cosine import cosine_scores, embedding_matrix, mean_embedding
 from speechbrain_w2vbert_sv.scoring.results import evaluate, format_results_table, write_results_table
 

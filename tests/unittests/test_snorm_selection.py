@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.scoring.snorm import (
+from speechbrain_w2vbert_sv.scoring.score_normalization import (
     _matmul_transposed,
     _top_values,
     cohort_statistics,
