@@ -244,7 +244,7 @@ def layer_types(model, repeats):
     layer = model.backbone.model.encoder.layers[0]
     x = torch.randn(1, 150, layer.ffn1.intermediate_dense.in_features)
     blocks = {
-        "linear": (layer.ffn1, quantize_dynamic_int8(layer.ffn1)),
+        "linear": (layer.ffn1, quantize_dynamic_int8(layer.ffn1, pointwise_conv=False)),
         "pointwise_conv": (layer.conv_module,
                            quantize_dynamic_int8(layer.conv_module, pointwise_conv=True)),
     }

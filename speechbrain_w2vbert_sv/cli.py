@@ -242,7 +242,7 @@ def quantize(args):
     """``quantize``: writes an int8 copy of an exported model folder."""
     from speechbrain_w2vbert_sv.inference.quantization import export_int8
 
-    out = export_int8(args.model, args.output, pointwise_conv=args.pointwise_conv)
+    out = export_int8(args.model, args.output, pointwise_conv=not args.no_pointwise_conv)
     print(f"wrote {out}: int8 linear layers (loads like {args.model})")
 
 
@@ -338,8 +338,8 @@ def build_parser():
     p = commands.add_parser("quantize", help="int8 copy of an exported model folder")
     p.add_argument("--model", required=True, help="exported model folder")
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--pointwise_conv", action="store_true",
-                   help="also quantize the convolution modules' pointwise convolutions")
+    p.add_argument("--no_pointwise_conv", action="store_true",
+                   help="keep the convolution modules' pointwise convolutions in float")
     p.set_defaults(func=quantize)
     return parser
 
