@@ -31,9 +31,10 @@ with its pointwise convolutions quantized), 10 calls per sample.
 Run from the repository root: ``python benchmarks/deploy.py`` (up to 12 GB of memory and
 7 GB of disk under ``--work``, default a temporary folder; ``--small`` checks the script
 in a minute). Measured once on a heavily loaded 2-core machine: 41 minutes, of which the
-full-size ONNX export and quantization took 19. The last line holds ``name=value`` pairs: ``int8_speedup`` (ours fp32 / ours
-int8, batch 1), ``pruned_int8_speedup`` (HF fp32 / pruned int8, batch 1),
-``onnx_parity``, ``int8_cosine_min``, then the medians and memory of every form.
+full-size ONNX export and quantization took 19. The last line holds ``name=value``
+pairs: ``int8_speedup`` (ours fp32 / ours int8, batch 1), ``pruned_int8_speedup`` (HF
+fp32 / pruned int8, batch 1), ``onnx_parity``, ``int8_cosine_min``, then the medians
+and memory of every form.
 """
 
 import argparse
