@@ -10,9 +10,12 @@ Commands:
 - ``export``: a training run to a folder that ``from_hparams`` loads offline
   (``--format wespeaker``: to WeSpeaker's ``config.yaml`` + ``avg_model.pt``).
 - ``import``: a released checkpoint of the paper's code or WeSpeaker to such a folder.
-- ``onnx``: the backbone and head of a model to ONNX (fbank features in).
+- ``onnx``: a model to ONNX (fbank features in, or waveforms in with ``--waveform``;
+  int8 with ``--int8``).
+- ``quantize``: an exported folder to an int8 folder (dynamic quantization).
 
-``--model`` takes an exported folder or a training output/checkpoint folder.
+``--model`` takes an exported folder, a training output/checkpoint folder, or (for
+``embed``, ``verify`` and ``score``) an ONNX file.
 
 Example
 -------
@@ -38,12 +41,13 @@ logger = logging.getLogger(__name__)
 def _add_model_options(parser):
     parser.add_argument(
         "--model", required=True,
-        help="exported model folder, training output folder or checkpoint folder",
+        help="exported model folder, training output folder, checkpoint folder or .onnx file",
     )
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: best available)")
     parser.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-        help="autocast precision of the model (bf16 on GPUs that support it)",
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+        help="autocast precision of the model (bf16 on GPUs that support it); int8: "
+        "dynamic quantization of the linear layers (CPU)",
     )
     parser.add_argument(
         "--no_memory_efficient_attention", action="store_true",
@@ -66,7 +70,8 @@ def _run_opts(args):
     from speechbrain_w2vbert_sv.utils import check_device
 
     check_device(args.device)
-    run_opts = {"precision": args.precision}
+    # int8 is not an autocast precision: the model is quantized after loading.
+    run_opts = {"precision": "fp32" if args.precision == "int8" else args.precision}
     if args.device is not None:
         run_opts["device"] = args.device
     return run_opts
@@ -75,11 +80,21 @@ def _run_opts(args):
 def _load(args):
     from speechbrain_w2vbert_sv.inference.interface import load_model
 
-    return load_model(
+    model = load_model(
         args.model,
         run_opts=_run_opts(args),
         memory_efficient_attention=not args.no_memory_efficient_attention,
     )
+    if args.precision == "int8":
+        from speechbrain_w2vbert_sv.inference.quantization import quantize_dynamic_int8
+
+        if str(args.model).endswith(".onnx"):
+            raise ValueError(f"{args.model}: --precision int8 applies to torch models; "
+                             "export an int8 ONNX file with `w2vbert-sv onnx --int8`")
+        if model.device != "cpu":
+            raise ValueError("--precision int8 runs on the CPU: add --device cpu")
+        model.mods.embedding_model = quantize_dynamic_int8(model.mods.embedding_model)
+    return model
 
 
 def _batch_kwargs(args):
@@ -208,15 +223,27 @@ def import_(args):
 
 
 def onnx(args):
-    """``onnx``: exports the backbone and head of a model to an ONNX file."""
+    """``onnx``: exports a model to an ONNX file."""
     from speechbrain_w2vbert_sv.inference.onnx import export_onnx
 
+    if args.precision == "int8":
+        raise ValueError("export the float model with --int8 (ONNX Runtime quantization)")
     model = _load(args)
-    export_onnx(model.mods.embedding_model, args.output)
-    print(
-        f"wrote {args.output}: (feats [B, T, F], feat_lens [B]) -> embeddings [B, E]; "
-        "features from speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank"
+    export_onnx(
+        model.mods.embedding_model.cpu(), args.output, waveform=args.waveform,
+        int8=args.int8, threshold=model.hparams.threshold,
     )
+    inputs = "(wavs [B, S], wav_lens [B])" if args.waveform else "(feats [B, T, F], feat_lens [B])"
+    print(f"wrote {args.output}: {inputs} -> embeddings [B, E]"
+          + (", int8" if args.int8 else ""))
+
+
+def quantize(args):
+    """``quantize``: writes an int8 copy of an exported model folder."""
+    from speechbrain_w2vbert_sv.inference.quantization import export_int8
+
+    out = export_int8(args.model, args.output, pointwise_conv=not args.no_pointwise_conv)
+    print(f"wrote {out}: int8 linear layers (loads like {args.model})")
 
 
 def build_parser():
@@ -299,10 +326,21 @@ def build_parser():
                    help="decision threshold to store")
     p.set_defaults(func=import_)
 
-    p = commands.add_parser("onnx", help="export backbone + head to ONNX (features in)")
+    p = commands.add_parser("onnx", help="export a model to ONNX")
     p.add_argument("--output", required=True, help="ONNX file to write")
+    p.add_argument("--waveform", action="store_true",
+                   help="include the front end: (wavs, wav_lens) in, instead of fbank features")
+    p.add_argument("--int8", action="store_true",
+                   help="quantize the matrix products to int8 (ONNX Runtime dynamic quantization)")
     _add_model_options(p)
     p.set_defaults(func=onnx)
+
+    p = commands.add_parser("quantize", help="int8 copy of an exported model folder")
+    p.add_argument("--model", required=True, help="exported model folder")
+    p.add_argument("--output", required=True, help="folder to write")
+    p.add_argument("--no_pointwise_conv", action="store_true",
+                   help="keep the convolution modules' pointwise convolutions in float")
+    p.set_defaults(func=quantize)
     return parser
 
 
@@ -312,7 +350,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         sys.exit(f"w2vbert-sv {args.command}: error: {error}")
 
 

@@ -40,6 +40,7 @@ from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.inference.extraction import autocast_context, embed_files
 from speechbrain_w2vbert_sv.inference.model_yaml import (
     HPARAMS_FILE,
+    TEMPLATE,
     WEIGHTS_FILE,
     read_state,
     yaml_error,
@@ -264,6 +265,50 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
 
+    @classmethod
+    def from_onnx(cls, path, threshold=None, frontend=None, num_threads=None, **kwargs):
+        """Builds the interface around an ONNX file written by ``w2vbert-sv onnx``.
+
+        ``encode_batch``, ``verify_batch``, ``verify_files`` and ``encode_files``
+        work as with the torch model; the graph runs in onnxruntime on the CPU.
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            The ONNX file (waveform in, or features in with ``frontend``).
+        threshold : float, optional
+            Decision threshold (default: the one recorded at export, else the
+            template's).
+        frontend : torch.nn.Module, optional
+            Front end of a features-in graph (default: ``W2VBertFbank()``).
+        num_threads : int, optional
+            onnxruntime intra-op threads.
+        **kwargs
+            Arguments of the class (``run_opts``...).
+
+        Returns
+        -------
+        W2VBertSpeakerRecognition
+        """
+        from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel, read_onnx_info
+        from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+
+        info = read_onnx_info(path)
+        if info["input"] == "features" and frontend is None:
+            frontend = W2VBertFbank()
+        model = ONNXEmbeddingModel(path, frontend=frontend, num_threads=num_threads)
+        if threshold is None:
+            template = ruamel.yaml.YAML().load(TEMPLATE.read_text(encoding="utf-8"))
+            threshold = float(info.get("threshold", template["threshold"]))
+        hparams = {
+            "sample_rate": int(info.get("sample_rate", 16000)),
+            "threshold": float(threshold),
+            "memory_efficient_attention": False,
+        }
+        kwargs.setdefault("run_opts", {"device": "cpu"})
+        return cls(modules={"embedding_model": model}, hparams=hparams, **kwargs)
+
+
 def load_model(path, memory_efficient_attention=None, **kwargs):
     """Loads an exported folder or a training run with the interface it names.
 
@@ -275,13 +320,15 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
     ---------
     path : str or os.PathLike
         Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), training
-        output folder or checkpoint folder.
+        output folder, checkpoint folder, or an ``.onnx`` file (``from_onnx``).
     memory_efficient_attention : bool, optional
         Overrides the folder's choice of attention (see
-        ``W2VBertSpeakerRecognition.use_memory_efficient_attention``).
+        ``W2VBertSpeakerRecognition.use_memory_efficient_attention``; not used by an
+        ONNX file, whose graph holds HF's attention).
     **kwargs
-        Arguments of ``from_hparams`` (``run_opts``, ...), or for a run those of
-        the class and ``hparams_file``, ``overrides``, ``threshold``.
+        Arguments of ``from_hparams`` (``run_opts``, ...), for a run those of
+        the class and ``hparams_file``, ``overrides``, ``threshold``, for an ONNX
+        file those of ``from_onnx``.
 
     Returns
     -------
@@ -289,6 +336,8 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
     """
     path = pathlib.Path(path)
     check_device((kwargs.get("run_opts") or {}).get("device"))
+    if path.suffix == ".onnx" and path.is_file():
+        return W2VBertSpeakerRecognition.from_onnx(path, **kwargs)
     if (path / WEIGHTS_FILE).is_file() and (path / HPARAMS_FILE).is_file() and not (
         path / "CKPT.yaml"
     ).is_file():
