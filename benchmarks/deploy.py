@@ -48,7 +48,7 @@ import tempfile
 import time
 
 # Allocator and OpenMP settings of benchmarks/pruning.py (see there and
-# /work/shared/BENCHMARKING.md), set before torch starts: hence the re-exec.
+# ../shared/BENCHMARKING.md), set before torch starts: hence the re-exec.
 _BENCH_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
     "MALLOC_TRIM_THRESHOLD_": "4294967296",

@@ -49,6 +49,7 @@ BENCHMARKS = {
     "train_step": (["--repeats", "1"], ["--repeats", "1"]),
     "inference": ([], ["--quick", "--repeats", "1"]),
     "interop": ([], []),
+    "deploy": (["--repeats", "5"], ["--small"]),
 }
 
 

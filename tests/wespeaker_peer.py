@@ -3,7 +3,7 @@ package, as the reference of the import/export tests and of ``benchmarks/interop
 
 The package's ``__init__`` files import its command line and heavy dependencies; the
 modules used here import only torch, transformers, peft and pyyaml, so they are loaded
-without those files (see /work/shared/PEERS.md).
+without those files (see ../shared/PEERS.md).
 """
 
 import importlib

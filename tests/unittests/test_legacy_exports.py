@@ -28,12 +28,14 @@ def test_legacy_folder_loads_with_the_same_embeddings(name):
     assert model.hparams.threshold == 0.35
     got = model.encode_batch(inputs["wavs"], inputs["lens"])
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # Recorded with 2 threads; another thread count rounds differently (1.0e-5 seen
+    # with one thread on embeddings of magnitude ~10), a wrong model by far more.
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     # A different input gives different embeddings: the comparison can fail.
     other = model.encode_batch(inputs["wavs"].flip(1), inputs["lens"])
     assert (other - expected).abs().max() > 1e-3
     # SpeechBrain's stock class reads the same folder.
     stock = EncoderClassifier.from_hparams(source=str(folder))
     torch.testing.assert_close(
-        stock.encode_batch(inputs["wavs"], inputs["lens"]), expected, atol=1e-5, rtol=0
+        stock.encode_batch(inputs["wavs"], inputs["lens"]), expected, atol=1e-4, rtol=0
     )

@@ -10,7 +10,7 @@ scores, no normalisation.
 Run from the repository root after the small pruning check of
 ``recipes/VoxCeleb/README.md`` (paths as there)::
 
-    python benchmarks/deploy_quality.py --teacher asc/teacher --pruned asc/prune/distilled \\
+    python recipes/VoxCeleb/deploy_quality.py --teacher asc/teacher --pruned asc/prune/distilled \\
         --data_folder ../shared/data/arabic_speech_commands \\
         --trials ../shared/data/arabic_speech_commands/trials/val_speakers_text_independent.txt \\
         --work asc/deploy
@@ -28,7 +28,10 @@ import time
 import ruamel.yaml
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+try:
+    import speechbrain_w2vbert_sv  # noqa: F401
+except ImportError:  # run from a source checkout without installation
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from speechbrain_w2vbert_sv.inference import (  # noqa: E402
     export_model,
