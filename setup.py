@@ -6,8 +6,7 @@ setup(
     name="speechbrain-w2vbert-sv",
     version="0.1.0",
     description=(
-        "Speaker verification with w2v-BERT 2.0 and ASR-pretrained Conformers "
-        "for SpeechBrain"
+        "Speaker verification with w2v-BERT 2.0 and ASR-pretrained Conformers for SpeechBrain"
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -96,8 +96,12 @@ def speech_batches(data):
 
 
 # --small: a smoke test of this script (2 layers, hidden size 64).
-SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "intermediate_size": 256}
+SMALL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+}
 
 
 def build_ours(pruned_encoder=None):
@@ -106,8 +110,12 @@ def build_ours(pruned_encoder=None):
     small = os.environ.get("DEPLOY_SMALL") == "1"
     with no_init_weights():
         if pruned_encoder is None:
-            config = Wav2Vec2BertConfig(layerdrop=0.0, mask_time_prob=0.0,
-                                        attn_implementation="sdpa", **(SMALL if small else {}))
+            config = Wav2Vec2BertConfig(
+                layerdrop=0.0,
+                mask_time_prob=0.0,
+                attn_implementation="sdpa",
+                **(SMALL if small else {}),
+            )
             backbone = W2VBertBackbone(config=config)
         else:
             backbone = W2VBertBackbone(source=str(pruned_encoder))
@@ -134,8 +142,11 @@ def prune(model, folder):
     kept structures) to ``folder``; returns the pruned model with the same head."""
     hf = model.backbone.model
     gated = GatedWav2Vec2Bert(hf).eval()
-    masks = keep_masks(hf.config, choose_ffn_units(hf.config, gated.original_num_params),
-                       torch.Generator().manual_seed(0))
+    masks = keep_masks(
+        hf.config,
+        choose_ffn_units(hf.config, gated.original_num_params),
+        torch.Generator().manual_seed(0),
+    )
     for index, layer in enumerate(masks):
         for group, mask in layer.items():
             gated.gates[group][index].set_deterministic_values(mask)
@@ -156,13 +167,16 @@ class HFReference(torch.nn.Module):
         self.extractor = SeamlessM4TFeatureExtractor()
 
     def forward(self, wavs):
-        inputs = self.extractor(list(wavs.numpy()), sampling_rate=16000, padding=True,
-                                return_tensors="pt")
+        inputs = self.extractor(
+            list(wavs.numpy()), sampling_rate=16000, padding=True, return_tensors="pt"
+        )
         enable_memory_efficient_attention(self.model, enabled=False)
         try:
-            out = self.model.backbone.model(inputs["input_features"],
-                                            attention_mask=inputs["attention_mask"],
-                                            output_hidden_states=True)
+            out = self.model.backbone.model(
+                inputs["input_features"],
+                attention_mask=inputs["attention_mask"],
+                output_hidden_states=True,
+            )
         finally:
             enable_memory_efficient_attention(self.model)
         mask = inputs["attention_mask"]
@@ -209,8 +223,9 @@ def load_form(name, work, threads):
     model = build_ours(work / "pruned_encoder" if base == "pruned" else None)
     if name.endswith("int8"):
         model = quantize_dynamic_int8(model)
-    state = torch.load(work / f"{name if name != 'hf' else 'ours'}.pt", mmap=True,
-                       weights_only=True)
+    state = torch.load(
+        work / f"{name if name != 'hf' else 'ours'}.pt", mmap=True, weights_only=True
+    )
     model.load_state_dict(state)
     return HFReference(model) if name == "hf" else model
 
@@ -230,12 +245,22 @@ def worker_memory(args):
 
 
 def run_memory_worker(name, args, work):
-    command = [sys.executable, __file__, "--worker_form", name, "--work", str(work),
-               "--data", str(args.data), "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker_form",
+        name,
+        "--work",
+        str(work),
+        "--data",
+        str(args.data),
+        "--threads",
+        str(args.threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])["mem_mb"]
+            return json.loads(line[len("RESULT ") :])["mem_mb"]
     raise RuntimeError(f"memory worker {name} failed:\n{done.stderr[-3000:]}")
 
 
@@ -247,8 +272,10 @@ def layer_types(model, repeats):
     x = torch.randn(1, 150, layer.ffn1.intermediate_dense.in_features)
     blocks = {
         "linear": (layer.ffn1, quantize_dynamic_int8(layer.ffn1, pointwise_conv=False)),
-        "pointwise_conv": (layer.conv_module,
-                           quantize_dynamic_int8(layer.conv_module, pointwise_conv=True)),
+        "pointwise_conv": (
+            layer.conv_module,
+            quantize_dynamic_int8(layer.conv_module, pointwise_conv=True),
+        ),
     }
     times = {(k, i): [] for k in blocks for i in range(2)}
     with torch.inference_mode():
@@ -260,8 +287,10 @@ def layer_types(model, repeats):
                         block(x)
                     if round_index:
                         times[(kind, i)].append(time.perf_counter() - begin)
-    return {kind: statistics.median(times[(kind, 0)]) / statistics.median(times[(kind, 1)])
-            for kind in blocks}
+    return {
+        kind: statistics.median(times[(kind, 0)]) / statistics.median(times[(kind, 1)])
+        for kind in blocks
+    }
 
 
 def cosine_min(a, b):
@@ -274,11 +303,17 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None, help="folder for saved models (default: temporary)")
     default_data = os.environ.get("SV_TEST_DATA", REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--data", default=default_data,
-                        help="real speech folder (default: SV_TEST_DATA or ../shared/data)")
+    parser.add_argument(
+        "--data",
+        default=default_data,
+        help="real speech folder (default: SV_TEST_DATA or ../shared/data)",
+    )
     parser.add_argument("--no_memory", action="store_true", help="skip the memory workers")
-    parser.add_argument("--small", action="store_true",
-                        help="a small encoder: a smoke test of the script, not a benchmark")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a small encoder: a smoke test of the script, not a benchmark",
+    )
     parser.add_argument("--worker_form", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.small:
@@ -299,8 +334,11 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
     size = "SMALL encoder (smoke test)" if args.small else "full-size w2v-BERT 2.0"
-    print(f"{size} + MFA head (random weights), {args.threads} threads, "
-          f"load average {load_start:.2f}", flush=True)
+    print(
+        f"{size} + MFA head (random weights), {args.threads} threads, "
+        f"load average {load_start:.2f}",
+        flush=True,
+    )
     batches = speech_batches(pathlib.Path(args.data))
 
     start = time.perf_counter()
@@ -308,8 +346,13 @@ def main():
     with torch.no_grad():  # non-trivial BatchNorm statistics of the pooling
         ours.head.pooling.attention[2].running_var.uniform_(0.5, 2.0)
     pruned = prune(ours, work / "pruned_encoder")
-    forms = {"hf": HFReference(ours), "ours": ours, "ours_int8": quantize_dynamic_int8(ours),
-             "pruned": pruned, "pruned_int8": quantize_dynamic_int8(pruned)}
+    forms = {
+        "hf": HFReference(ours),
+        "ours": ours,
+        "ours_int8": quantize_dynamic_int8(ours),
+        "pruned": pruned,
+        "pruned_int8": quantize_dynamic_int8(pruned),
+    }
     sizes = {}
     for name in TORCH_FORMS[1:]:
         torch.save(forms[name].state_dict(), work / f"{name}.pt")
@@ -322,12 +365,16 @@ def main():
     for name in ONNX_FORMS:
         forms[name] = ONNXEmbeddingModel(work / f"{name}.onnx", num_threads=args.threads)
         sizes[name] = file_size(work / f"{name}.onnx")
-    print(f"exported and quantized the ONNX forms in {time.perf_counter() - start:.0f} s",
-          flush=True)
+    print(
+        f"exported and quantized the ONNX forms in {time.perf_counter() - start:.0f} s", flush=True
+    )
 
     layer_speedups = layer_types(ours, args.repeats)
-    print("int8 speed-up of one layer's blocks: " + ", ".join(
-        f"{k} {v:.2f}x" for k, v in layer_speedups.items()), flush=True)
+    print(
+        "int8 speed-up of one layer's blocks: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in layer_speedups.items()),
+        flush=True,
+    )
     run = Runner(forms)
     names = TORCH_FORMS + ONNX_FORMS
     times = {(n, b): [] for n in names for b in batches}
@@ -358,16 +405,22 @@ def main():
         "onnx_pruned_int8": cosine_min(out("onnx_pruned_int8"), out("onnx_pruned")),
     }
     median = {k: statistics.median(v) for k, v in times.items()}
-    print("form | batch 1 x 3 s: median [min-max] | batch 4 x 3 s | peak RSS beyond "
-          "weights (batch 4) | size on disk")
+    print(
+        "form | batch 1 x 3 s: median [min-max] | batch 4 x 3 s | peak RSS beyond "
+        "weights (batch 4) | size on disk"
+    )
     for name in names:
-        cells = [f"{median[(name, b)]:6.3f} s [{min(times[(name, b)]):.3f}-"
-                 f"{max(times[(name, b)]):.3f}]" for b in batches]
+        cells = [
+            f"{median[(name, b)]:6.3f} s [{min(times[(name, b)]):.3f}-{max(times[(name, b)]):.3f}]"
+            for b in batches
+        ]
         mem = f"{memory[name]:7.0f} MB" if name in memory else "      -"
         size = f"{sizes[name] / 1e6:7.0f} MB" if name in sizes else "  (ours)"
         print(f"{name:16s} | {cells[0]} | {cells[1]} | {mem} | {size}")
-    print(f"max |onnx - ours| = {parity:.2e}; int8 cosine min: "
-          + ", ".join(f"{k} {v:.5f}" for k, v in cosines.items()))
+    print(
+        f"max |onnx - ours| = {parity:.2e}; int8 cosine min: "
+        + ", ".join(f"{k} {v:.5f}" for k, v in cosines.items())
+    )
     pairs = {
         "int8_speedup": median[("ours", 1)] / median[("ours_int8", 1)],
         "pruned_int8_speedup": median[("hf", 1)] / median[("pruned_int8", 1)],

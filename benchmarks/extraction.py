@@ -125,8 +125,7 @@ def main():
     samples = [int(round(audio_info(f).duration * 16000)) for f in files]
     real = sum(samples)
     sorted_padded = sum(
-        len(b) * max(samples[i] for i in b)
-        for b in make_batches(samples, args.batch_seconds, 64)
+        len(b) * max(samples[i] for i in b) for b in make_batches(samples, args.batch_seconds, 64)
     )
     fixed_padded = sum(
         len(chunk) * max(chunk)

@@ -172,7 +172,7 @@ def run_worker(*worker_args):
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(
         f"worker {' '.join(worker_args)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
     )
@@ -200,11 +200,19 @@ def main():
 
     lengths = [3, 20] if args.quick else [3, 20, 60]
     load_start = os.getloadavg()[0]
-    print(f"w2v-BERT 2.0 (random weights), fp32, 2 threads, lengths {lengths} s; "
-          f"load average {load_start:.2f}", flush=True)
+    print(
+        f"w2v-BERT 2.0 (random weights), fp32, 2 threads, lengths {lengths} s; "
+        f"load average {load_start:.2f}",
+        flush=True,
+    )
     timing = run_worker(
-        "time", "--seconds", *map(str, lengths),
-        "--repeats", str(args.repeats), "--repeats60", str(args.repeats60),
+        "time",
+        "--seconds",
+        *map(str, lengths),
+        "--repeats",
+        str(args.repeats),
+        "--repeats60",
+        str(args.repeats60),
     )
     memory = {
         (s, p): run_worker("memory", "--seconds", str(s), "--path", p)
@@ -223,9 +231,11 @@ def main():
     for s in lengths:
         for p in PATHS:
             mem = memory[(s, p)]
-            print(f"{s:4d} s | {p:4s} | {summary(timing[str(s)][p])} | "
-                  f"{statistics.median(timing[f'cpu_{s}'][p]):7.2f} s | "
-                  f"{mem['time']:7.2f} s | {mem['mem_mb']:8.1f} MB")
+            print(
+                f"{s:4d} s | {p:4s} | {summary(timing[str(s)][p])} | "
+                f"{statistics.median(timing[f'cpu_{s}'][p]):7.2f} s | "
+                f"{mem['time']:7.2f} s | {mem['mem_mb']:8.1f} MB"
+            )
         hf_t, ours_t = (statistics.median(timing[str(s)][p]) for p in PATHS)
         hf_cpu, ours_cpu = (statistics.median(timing[f"cpu_{s}"][p]) for p in PATHS)
         pairs[f"t{s}_ratio"] = ours_t / hf_t

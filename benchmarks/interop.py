@@ -81,7 +81,9 @@ def build_source(folder):
     encoder = Wav2Vec2BertModel(config).eval()
     del encoder.masked_spec_embed
     head = peer.mfa.W2VBert_Adapter_MFA(
-        feat_dim=config.hidden_size, embed_dim=256, adapter_dim=128,
+        feat_dim=config.hidden_size,
+        embed_dim=256,
+        adapter_dim=128,
         num_frontend_hidden_layers=config.num_hidden_layers,
     ).eval()
     with torch.no_grad():
@@ -100,8 +102,9 @@ def reference_embeddings(encoder, head, clips):
     with torch.no_grad():
         for wav in clips:
             feats = extractor(wav.numpy(), sampling_rate=SAMPLE_RATE, return_tensors="pt")
-            hidden = encoder(feats.input_features, attention_mask=feats.attention_mask,
-                             output_hidden_states=True).hidden_states
+            hidden = encoder(
+                feats.input_features, attention_mask=feats.attention_mask, output_hidden_states=True
+            ).hidden_states
             out.append(head(hidden)[1][0])
     return out
 
@@ -138,9 +141,18 @@ def main():
         gc.collect()
 
         run = subprocess.run(
-            [sys.executable, __file__, "--threads", str(args.threads),
-             "--worker", str(source), str(output)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(args.threads),
+                "--worker",
+                str(source),
+                str(output),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         measured = json.loads(run.stdout.strip().splitlines()[-1])
         checkpoint_gb = (source / "avg_model.pt").stat().st_size / 1e9
@@ -155,8 +167,10 @@ def main():
             cosine = float(torch.nn.functional.cosine_similarity(got, reference, dim=0))
             diffs.append(diff)
             cosines.append(cosine)
-            print(f"{seconds} s: max_abs_diff={diff:.3g} cosine={cosine:.8f} "
-                  f"reference_norm={float(reference.norm()):.3g}")
+            print(
+                f"{seconds} s: max_abs_diff={diff:.3g} cosine={cosine:.8f} "
+                f"reference_norm={float(reference.norm()):.3g}"
+            )
     print(
         f"max_abs_diff={max(diffs):.3g} cosine_min={min(cosines):.8f} "
         f"import_s={measured['import_s']:.1f} "

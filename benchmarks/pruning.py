@@ -35,9 +35,7 @@ _BENCH_ENV = {
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 if any(os.environ.get(k) != v for k, v in _BENCH_ENV.items()):
-    os.execve(
-        sys.executable, [sys.executable] + sys.argv, {**os.environ, **_BENCH_ENV}
-    )
+    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **_BENCH_ENV})
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -97,9 +95,7 @@ def choose_ffn_units(config, original):
 
 
 def num_params(model):
-    return sum(
-        p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed"
-    )
+    return sum(p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed")
 
 
 def time_forward(model, feats):
@@ -118,9 +114,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = Wav2Vec2BertConfig(
-        layerdrop=0.0, mask_time_prob=0.0, attn_implementation="sdpa"
-    )
+    config = Wav2Vec2BertConfig(layerdrop=0.0, mask_time_prob=0.0, attn_implementation="sdpa")
     model = Wav2Vec2BertModel(config).eval()
     gated = GatedWav2Vec2Bert(model).eval()
     ffn_units = choose_ffn_units(config, gated.original_num_params)
@@ -193,6 +187,7 @@ def main():
         "threads": args.threads,
     }
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
 
 if __name__ == "__main__":
     main()

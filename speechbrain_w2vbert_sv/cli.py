@@ -40,29 +40,37 @@ logger = logging.getLogger(__name__)
 
 def _add_model_options(parser):
     parser.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="exported model folder, training output folder, checkpoint folder or .onnx file",
     )
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: best available)")
     parser.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16", "int8"],
         help="autocast precision of the model (bf16 on GPUs that support it); int8: "
         "dynamic quantization of the linear layers (CPU)",
     )
     parser.add_argument(
-        "--no_memory_efficient_attention", action="store_true",
+        "--no_memory_efficient_attention",
+        action="store_true",
         help="use HF's attention (needs O(T^2 x head size) memory per layer)",
     )
 
 
 def _add_batch_options(parser):
-    parser.add_argument("--batch_seconds", type=float, default=200.0,
-                        help="padded audio per batch, in seconds")
+    parser.add_argument(
+        "--batch_seconds", type=float, default=200.0, help="padded audio per batch, in seconds"
+    )
     parser.add_argument("--max_batch_size", type=int, default=64)
-    parser.add_argument("--max_padding", type=float, default=0.2,
-                        help="largest padded fraction of a batch's longest file")
-    parser.add_argument("--num_workers", type=int, default=0,
-                        help="processes reading audio")
+    parser.add_argument(
+        "--max_padding",
+        type=float,
+        default=0.2,
+        help="largest padded fraction of a batch's longest file",
+    )
+    parser.add_argument("--num_workers", type=int, default=0, help="processes reading audio")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
 
@@ -89,8 +97,10 @@ def _load(args):
         from speechbrain_w2vbert_sv.inference.quantization import quantize_dynamic_int8
 
         if str(args.model).endswith(".onnx"):
-            raise ValueError(f"{args.model}: --precision int8 applies to torch models; "
-                             "export an int8 ONNX file with `w2vbert-sv onnx --int8`")
+            raise ValueError(
+                f"{args.model}: --precision int8 applies to torch models; "
+                "export an int8 ONNX file with `w2vbert-sv onnx --int8`"
+            )
         if model.device != "cpu":
             raise ValueError("--precision int8 runs on the CPU: add --device cpu")
         model.mods.embedding_model = quantize_dynamic_int8(model.mods.embedding_model)
@@ -217,8 +227,11 @@ def import_(args):
         config=args.config,
         threshold=args.threshold,
     )
-    notes = [line[2:] for line in (out / "hyperparams.yaml").read_text().splitlines()[1:]
-             if line.startswith("# ")]
+    notes = [
+        line[2:]
+        for line in (out / "hyperparams.yaml").read_text().splitlines()[1:]
+        if line.startswith("# ")
+    ]
     print("\n".join(notes + [f"imported {args.checkpoint} to {out}"]))
 
 
@@ -230,12 +243,14 @@ def onnx(args):
         raise ValueError("export the float model with --int8 (ONNX Runtime quantization)")
     model = _load(args)
     export_onnx(
-        model.mods.embedding_model.cpu(), args.output, waveform=args.waveform,
-        int8=args.int8, threshold=model.hparams.threshold,
+        model.mods.embedding_model.cpu(),
+        args.output,
+        waveform=args.waveform,
+        int8=args.int8,
+        threshold=model.hparams.threshold,
     )
     inputs = "(wavs [B, S], wav_lens [B])" if args.waveform else "(feats [B, T, F], feat_lens [B])"
-    print(f"wrote {args.output}: {inputs} -> embeddings [B, E]"
-          + (", int8" if args.int8 else ""))
+    print(f"wrote {args.output}: {inputs} -> embeddings [B, E]" + (", int8" if args.int8 else ""))
 
 
 def quantize(args):
@@ -254,8 +269,11 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("embed", help="embed audio files into a .pt or .npz file")
-    p.add_argument("inputs", nargs="+",
-                   help="audio files, or lists of them (.txt one per line, .csv wav/file column)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="audio files, or lists of them (.txt one per line, .csv wav/file column)",
+    )
     p.add_argument("--output", required=True, help="embeddings file (.pt or .npz)")
     p.add_argument("--data_folder", default=None, help="root of relative paths")
     _add_model_options(p)
@@ -265,8 +283,12 @@ def build_parser():
     p = commands.add_parser("verify", help="score two audio files")
     p.add_argument("file1")
     p.add_argument("file2")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold on the cosine score (default: the model's)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold on the cosine score (default: the model's)",
+    )
     _add_model_options(p)
     p.set_defaults(func=verify)
 
@@ -276,70 +298,115 @@ def build_parser():
     p.add_argument("--output_folder", required=True)
     p.add_argument("--mean_list", default=None, help="files whose mean embedding is subtracted")
     p.add_argument("--cohort_list", default=None, help="adaptive s-norm cohort files")
-    p.add_argument("--cohort_per_speaker", action="store_true",
-                   help="one cohort entry per spk_id of a CSV cohort list")
+    p.add_argument(
+        "--cohort_per_speaker",
+        action="store_true",
+        help="one cohort entry per spk_id of a CSV cohort list",
+    )
     p.add_argument("--cohort_top_n", type=int, default=300)
-    p.add_argument("--calibration_trials", default=None,
-                   help="trial list on which QMF calibration is fitted")
+    p.add_argument(
+        "--calibration_trials", default=None, help="trial list on which QMF calibration is fitted"
+    )
     p.add_argument("--no_plots", action="store_true")
     _add_model_options(p)
     _add_batch_options(p)
     p.set_defaults(func=score)
 
     p = commands.add_parser("export", help="export a training run for from_hparams")
-    p.add_argument("--run", "--model", dest="run", required=True,
-                   help="training output folder, checkpoint folder, prune.py's pruned/ or "
-                        "distilled/ (with --format wespeaker also an exported folder)")
-    p.add_argument("--format", default="speechbrain", choices=["speechbrain", "wespeaker"],
-                   help="speechbrain: hyperparams.yaml + embedding_model.ckpt; wespeaker: "
-                        "config.yaml + avg_model.pt for WeSpeaker's load_model_pt")
-    p.add_argument("--w2vbert_source", default=None,
-                   help="wespeaker: model_name of WeSpeaker's frontend (default: "
-                        "facebook/w2v-bert-2.0 for its architecture, else a w2vbert/ folder "
-                        "written beside)")
+    p.add_argument(
+        "--run",
+        "--model",
+        dest="run",
+        required=True,
+        help="training output folder, checkpoint folder, prune.py's pruned/ or "
+        "distilled/ (with --format wespeaker also an exported folder)",
+    )
+    p.add_argument(
+        "--format",
+        default="speechbrain",
+        choices=["speechbrain", "wespeaker"],
+        help="speechbrain: hyperparams.yaml + embedding_model.ckpt; wespeaker: "
+        "config.yaml + avg_model.pt for WeSpeaker's load_model_pt",
+    )
+    p.add_argument(
+        "--w2vbert_source",
+        default=None,
+        help="wespeaker: model_name of WeSpeaker's frontend (default: "
+        "facebook/w2v-bert-2.0 for its architecture, else a w2vbert/ folder "
+        "written beside)",
+    )
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--hparams", default=None,
-                   help="training yaml (default: the run's hyperparams.yaml)")
-    p.add_argument("--override", type=_override, action="append", default=[],
-                   metavar="KEY=VALUE", help="override of the training yaml (repeatable)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold to store (e.g. the EER threshold of score)")
-    p.add_argument("--no_check", action="store_true",
-                   help="skip reloading the export and comparing its embeddings")
+    p.add_argument(
+        "--hparams", default=None, help="training yaml (default: the run's hyperparams.yaml)"
+    )
+    p.add_argument(
+        "--override",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the training yaml (repeatable)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold to store (e.g. the EER threshold of score)",
+    )
+    p.add_argument(
+        "--no_check",
+        action="store_true",
+        help="skip reloading the export and comparing its embeddings",
+    )
     p.set_defaults(func=export)
 
-    p = commands.add_parser(
-        "import", help="import a released checkpoint (paper code or WeSpeaker)"
-    )
+    p = commands.add_parser("import", help="import a released checkpoint (paper code or WeSpeaker)")
     p.add_argument("--format", required=True, choices=["paper", "wespeaker"])
-    p.add_argument("--checkpoint", required=True,
-                   help="paper: the checkpoint file; wespeaker: the model folder "
-                        "(config.yaml + avg_model.pt) or its avg_model.pt")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="paper: the checkpoint file; wespeaker: the model folder "
+        "(config.yaml + avg_model.pt) or its avg_model.pt",
+    )
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--w2vbert_source", default=None,
-                   help="hub id or folder whose config.json describes the encoder "
-                        "(default: w2v-BERT 2.0's configuration, sizes from the weights)")
-    p.add_argument("--config", default=None,
-                   help="the source's configuration: the paper's training yaml (LoRA "
-                        "alpha), or a WeSpeaker config.yaml other than the one beside")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decision threshold to store")
+    p.add_argument(
+        "--w2vbert_source",
+        default=None,
+        help="hub id or folder whose config.json describes the encoder "
+        "(default: w2v-BERT 2.0's configuration, sizes from the weights)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="the source's configuration: the paper's training yaml (LoRA "
+        "alpha), or a WeSpeaker config.yaml other than the one beside",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="decision threshold to store")
     p.set_defaults(func=import_)
 
     p = commands.add_parser("onnx", help="export a model to ONNX")
     p.add_argument("--output", required=True, help="ONNX file to write")
-    p.add_argument("--waveform", action="store_true",
-                   help="include the front end: (wavs, wav_lens) in, instead of fbank features")
-    p.add_argument("--int8", action="store_true",
-                   help="quantize the matrix products to int8 (ONNX Runtime dynamic quantization)")
+    p.add_argument(
+        "--waveform",
+        action="store_true",
+        help="include the front end: (wavs, wav_lens) in, instead of fbank features",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize the matrix products to int8 (ONNX Runtime dynamic quantization)",
+    )
     _add_model_options(p)
     p.set_defaults(func=onnx)
 
     p = commands.add_parser("quantize", help="int8 copy of an exported model folder")
     p.add_argument("--model", required=True, help="exported model folder")
     p.add_argument("--output", required=True, help="folder to write")
-    p.add_argument("--no_pointwise_conv", action="store_true",
-                   help="keep the convolution modules' pointwise convolutions in float")
+    p.add_argument(
+        "--no_pointwise_conv",
+        action="store_true",
+        help="keep the convolution modules' pointwise convolutions in float",
+    )
     p.set_defaults(func=quantize)
     return parser
 

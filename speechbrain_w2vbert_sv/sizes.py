@@ -56,8 +56,9 @@ def full_size_counts(
             # Wav2Vec2BertConfig's defaults are w2v-BERT 2.0's.
             backbone = W2VBertBackbone(config=config or {"hidden_size": 1024}, **settings)
             mfa = MFAHead(num_hidden_states=backbone.num_hidden_states, **(head or {}))
-            classifier = Classifier(input_size=mfa.embedding.out_features, lin_blocks=0,
-                                    out_neurons=num_classes)
+            classifier = Classifier(
+                input_size=mfa.embedding.out_features, lin_blocks=0, out_neurons=num_classes
+            )
         trained = torch.nn.ModuleList([backbone, mfa, classifier])
         counts[f"{stage}_trainable"] = count_parameters(trained, trainable_only=True)
         if stage == "stage1":
@@ -68,10 +69,17 @@ def full_size_counts(
                 classifier=count_parameters(classifier),
                 lora_trainable=lora,
             )
-    return {k: counts[k] for k in (
-        "encoder", "head", "classifier", "lora_trainable", "stage1_trainable",
-        "stage2_trainable",
-    )}
+    return {
+        k: counts[k]
+        for k in (
+            "encoder",
+            "head",
+            "classifier",
+            "lora_trainable",
+            "stage1_trainable",
+            "stage2_trainable",
+        )
+    }
 
 
 def main(argv=None):
@@ -80,7 +88,9 @@ def main(argv=None):
     parser.add_argument("--lora_rank", type=int, default=64)
     parser.add_argument("--lora_alpha", type=float, default=128)
     parser.add_argument(
-        "--num_classes", type=int, default=VOXCELEB2_CLASSES,
+        "--num_classes",
+        type=int,
+        default=VOXCELEB2_CLASSES,
         help="AAM classifier classes (default: VoxCeleb2's 5,994 speakers x 3 speeds)",
     )
     args = parser.parse_args(argv)

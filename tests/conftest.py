@@ -10,9 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The one setting that locates the real speech used by tests (see README).
-DATA_ROOT = pathlib.Path(
-    os.environ.get("SV_TEST_DATA", REPO_ROOT.parent / "shared" / "data")
-)
+DATA_ROOT = pathlib.Path(os.environ.get("SV_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

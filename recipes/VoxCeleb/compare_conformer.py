@@ -46,17 +46,20 @@ SYSTEMS = {
     "asr_init": ("conformer_asr_init.yaml", "ASR-initialised", []),
     "distill": (
         "conformer_distill.yaml",
-        "ASR-init + distillation (KL to the ASR CTC posteriors, w=0.5)", [],
+        "ASR-init + distillation (KL to the ASR CTC posteriors, w=0.5)",
+        [],
     ),
     "adaptor": ("conformer_adaptor.yaml", "adaptor on the frozen ASR model", []),
     # Ablations (not run by default)
     "asr_init_lr": (
-        "conformer_asr_init.yaml", "ASR-initialised, encoder lr = head lr",
+        "conformer_asr_init.yaml",
+        "ASR-initialised, encoder lr = head lr",
         ["--backbone_lr=0.002"],
     ),
     "distill_feat": (
         "conformer_distill.yaml",
-        "distillation + feature distillation (w=0.5)", ["--feature_weight=0.5"],
+        "distillation + feature distillation (w=0.5)",
+        ["--feature_weight=0.5"],
     ),
 }
 MAIN_SYSTEMS = ["random", "asr_init", "distill", "adaptor"]
@@ -180,7 +183,9 @@ def main(argv=None):
     parser.add_argument("--systems", nargs="+", default=MAIN_SYSTEMS, choices=list(SYSTEMS))
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch threads (on a shared CPU, 1 runs these small models fastest)",
     )
     args = parser.parse_args(argv)

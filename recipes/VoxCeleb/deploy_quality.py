@@ -72,7 +72,8 @@ def main():
     folders = {
         "full": export_model(args.teacher, work / "full"),
         "pruned": export_model(
-            find_checkpoint(args.pruned), work / "pruned",
+            find_checkpoint(args.pruned),
+            work / "pruned",
             hparams_file=pruned_hparams(args.teacher, args.pruned, work / "pruned_train.yaml"),
         ),
     }

@@ -181,7 +181,11 @@ def main(argv):
     summary["sparsity"] = 1 - sizes[0] / sizes[1]
     if if_main_process():
         export(
-            pruned, teacher_model, teacher_ckpt, hparams["make_classifier"], output / "pruned",
+            pruned,
+            teacher_model,
+            teacher_ckpt,
+            hparams["make_classifier"],
+            output / "pruned",
             teacher_settings(output),
         )
     sb.utils.distributed.ddp_barrier()
@@ -198,8 +202,12 @@ def main(argv):
     summary["distillation"] = brain.summary()
     if if_main_process():
         export(
-            pruned.eval(), teacher_model, teacher_ckpt, hparams["make_classifier"],
-            output / "distilled", teacher_settings(output),
+            pruned.eval(),
+            teacher_model,
+            teacher_ckpt,
+            hparams["make_classifier"],
+            output / "distilled",
+            teacher_settings(output),
         )
         with open(output / "pruning_summary.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump(summary, f, sort_keys=False)

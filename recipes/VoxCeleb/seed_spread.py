@@ -23,8 +23,11 @@ import pathlib
 import re
 import statistics
 
-FIGURES = [("EER_last", "EER % last epoch", 2), ("minDCF_last", "minDCF last epoch", 3),
-           ("EER", "EER % best epoch*", 2)]
+FIGURES = [
+    ("EER_last", "EER % last epoch", 2),
+    ("minDCF_last", "minDCF last epoch", 3),
+    ("EER", "EER % best epoch*", 2),
+]
 WER_FILE = pathlib.Path("asr_conformer_ctc") / "pretrained" / "wer.json"
 VALID_EER = re.compile(r"^epoch: (\d+),.* valid EER: ([0-9.]+)", re.MULTILINE)
 
@@ -88,8 +91,11 @@ def format_spread_table(systems, wers):
     lines += ["", "mean ± sample standard deviation (min-max) over the runs (seeds)."]
     if wers:
         wer = format_spread(wers, 2)
-        lines += ["", f"CTC ASR Conformer, greedy WER on the 6 val speakers ({len(wers)} runs): "
-                  + f"{wer} %"]
+        lines += [
+            "",
+            f"CTC ASR Conformer, greedy WER on the 6 val speakers ({len(wers)} runs): "
+            + f"{wer} %",
+        ]
     return "\n".join(lines)
 
 
@@ -136,8 +142,10 @@ def epoch_table(folders):
         for log in sorted(folder.glob("*/train_log.txt")):
             for epoch, eer in VALID_EER.findall(log.read_text()):
                 found.setdefault((log.parent.name, int(epoch)), []).append(float(eer))
-    lines = ["| system | epoch | runs | valid EER % of each run | mean ± sd (min-max) |",
-             "|---|---:|---:|---|---:|"]
+    lines = [
+        "| system | epoch | runs | valid EER % of each run | mean ± sd (min-max) |",
+        "|---|---:|---:|---|---:|",
+    ]
     for (name, epoch), eers in sorted(found.items()):
         each = ", ".join(f"{eer:.2f}" for eer in eers)
         lines.append(f"| {name} | {epoch} | {len(eers)} | {each} | {format_spread(eers, 2)} |")
@@ -149,7 +157,8 @@ def main(argv=None):
     parser.add_argument("folders", nargs="+", help="compare_conformer.py output folders")
     parser.add_argument("--output", default=None, help="also write the table to this file")
     parser.add_argument(
-        "--epochs", action="store_true",
+        "--epochs",
+        action="store_true",
         help="per-epoch validation EER from the train logs instead (unfinished runs too)",
     )
     args = parser.parse_args(argv)

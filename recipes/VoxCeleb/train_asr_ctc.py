@@ -105,9 +105,7 @@ def make_datasets(hparams):
     csvs = prepare_arabic_speech_commands(
         hparams["data_folder"], hparams["prepare_folder"], read_samples=False
     )
-    datasets = {
-        name: DynamicItemDataset.from_csv(csvs[name]) for name in ("train", "test")
-    }
+    datasets = {name: DynamicItemDataset.from_csv(csvs[name]) for name in ("train", "test")}
     sample_rate = hparams["sample_rate"]
 
     @sb.utils.data_pipeline.takes("wav")

@@ -54,6 +54,7 @@ def main(argv=None):
         run_opts=run_opts,
     )
 
+
 if __name__ == "__main__":
     try:
         main()

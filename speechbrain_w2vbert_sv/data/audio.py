@@ -217,7 +217,6 @@ def load_audio(path, sample_rate=16000, offset=0.0, duration=None, min_samples=1
     if wav.numel() < min_samples:
         raise AudioFileError(
             path,
-            f"too short ({wav.numel()} samples at {sample_rate} Hz, "
-            f"at least {min_samples} needed)",
+            f"too short ({wav.numel()} samples at {sample_rate} Hz, at least {min_samples} needed)",
         )
     return wav.contiguous()

@@ -1,5 +1,4 @@
-"""Shared steps of every corpus preparation: skipping a finished one, dev split, rows.
-"""
+"""Shared steps of every corpus preparation: skipping a finished one, dev split, rows."""
 
 import json
 import logging

@@ -97,9 +97,7 @@ def find_voxceleb_files(data_folder, extensions=VOXCELEB_EXTENSIONS):
     suffixes = tuple(e.lower() for e in extensions)
     for folder, _, files in os.walk(root, followlinks=True):
         decodable_stems = {
-            os.path.splitext(n)[0]
-            for n in files
-            if not n.lower().endswith(COMPRESSED_SUFFIXES)
+            os.path.splitext(n)[0] for n in files if not n.lower().endswith(COMPRESSED_SUFFIXES)
         }
         for name in files:
             if not name.lower().endswith(suffixes):
@@ -287,8 +285,7 @@ def prepare_voxceleb(
     for trial_list in lists:
         test_speakers |= trial_list_speakers(trial_list)
     logger.info(
-        "%d VoxCeleb files found; %d speakers of the verification list(s) kept out of "
-        "training",
+        "%d VoxCeleb files found; %d speakers of the verification list(s) kept out of training",
         len(files),
         len(test_speakers),
     )
@@ -308,7 +305,9 @@ def prepare_voxceleb(
                     missing.setdefault(rel, f"missing file (used by {trial_list})")
                 else:
                     test_entries[found[1]] = {
-                        "path": found[1], "rel": found[0], "spk_id": rel.split("/")[0]
+                        "path": found[1],
+                        "rel": found[0],
+                        "spk_id": rel.split("/")[0],
                     }
         entries["test"] = list(test_entries.values())
     outputs = prepare_entries(

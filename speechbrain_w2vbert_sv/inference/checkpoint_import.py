@@ -119,14 +119,20 @@ def load_torch_file(path):
         start = f.read(4)
     # torch.save writes a zip archive (b"PK..."), or a pickle (protocol byte 0x80).
     if not start.startswith((b"PK", b"\x80")):
-        _fail(path, "not a PyTorch checkpoint (neither torch.save's zip archive nor its "
-                    "legacy pickle format)")
+        _fail(
+            path,
+            "not a PyTorch checkpoint (neither torch.save's zip archive nor its "
+            "legacy pickle format)",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().split(". ")[0]
-        _fail(path, f"holds objects other than tensors and plain containers, which are "
-                    f"not loaded ({first})")
+        _fail(
+            path,
+            f"holds objects other than tensors and plain containers, which are "
+            f"not loaded ({first})",
+        )
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         text = str(error).strip()
         first = text.splitlines()[0] if text else type(error).__name__
@@ -205,8 +211,9 @@ class SourceCheckpoint:
         Where the encoder configuration can be read (a folder), if the source says.
     """
 
-    def __init__(self, state, origin, fmt, lora_alpha, lora_alpha_given, lora_rank=None,
-                 w2vbert_source=None):
+    def __init__(
+        self, state, origin, fmt, lora_alpha, lora_alpha_given, lora_rank=None, w2vbert_source=None
+    ):
         self.state = state
         self.origin = origin
         self.fmt = fmt
@@ -233,9 +240,9 @@ def _rename(state, fmt, origin):
         if key.startswith(_DROPPED):
             continue
         if key.startswith(prefix):
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if rest.startswith(_LORA_WRAPPER):
-                rest = rest[len(_LORA_WRAPPER):]
+                rest = rest[len(_LORA_WRAPPER) :]
                 wrapped.append(key)
             else:
                 plain.append(key)
@@ -244,15 +251,16 @@ def _rename(state, fmt, origin):
             continue
         for theirs, ours in _HEAD_PREFIXES.items():
             if key.startswith(theirs):
-                out[ours + key[len(theirs):]] = value
+                out[ours + key[len(theirs) :]] = value
                 break
         else:
             unknown.append(key)
     if unknown:
         hint = ""
         if any(k.startswith(other) for k in unknown):
-            hint = (" (keys of the other format: try --format "
-                    f"{WESPEAKER if fmt == PAPER else PAPER})")
+            hint = (
+                f" (keys of the other format: try --format {WESPEAKER if fmt == PAPER else PAPER})"
+            )
         _fail(
             origin,
             f"unknown keys for the {fmt} format: {_few(unknown)}{hint}; expected "
@@ -266,11 +274,15 @@ def _rename(state, fmt, origin):
         )
     lora_outside = [k for k in plain if ".lora_" in k or ".base_layer." in k]
     if lora_outside:
-        _fail(origin, f"mixed key sets: LoRA keys outside {prefix}{_LORA_WRAPPER}: "
-                      f"{_few(lora_outside)}")
+        _fail(
+            origin,
+            f"mixed key sets: LoRA keys outside {prefix}{_LORA_WRAPPER}: {_few(lora_outside)}",
+        )
     if not any(k.startswith(_OURS_ENCODER) for k in out):
-        _fail(origin, f"no encoder weights ({prefix}*): not a {fmt} checkpoint of the "
-                      "w2v-BERT speaker model")
+        _fail(
+            origin,
+            f"no encoder weights ({prefix}*): not a {fmt} checkpoint of the w2v-BERT speaker model",
+        )
     if not any(k.startswith("head.") for k in out):
         _fail(origin, "no speaker head (adapter_layers.*, pooling.attention.*, bottleneck.*)")
     return out
@@ -305,8 +317,11 @@ def read_source(checkpoint, fmt, config=None):
         weights = folder / WESPEAKER_WEIGHTS if checkpoint.is_dir() else checkpoint
         config = pathlib.Path(config) if config else folder / WESPEAKER_CONFIG
         if not config.is_file():
-            _fail(config, "missing: a WeSpeaker model folder holds config.yaml beside "
-                          "avg_model.pt (give another one with --config)")
+            _fail(
+                config,
+                "missing: a WeSpeaker model folder holds config.yaml beside "
+                "avg_model.pt (give another one with --config)",
+            )
         tree = read_yaml(config)
         if not weights.is_file():
             _fail(weights, "missing: a WeSpeaker model folder holds avg_model.pt")
@@ -322,8 +337,11 @@ def read_source(checkpoint, fmt, config=None):
         loaded = load_torch_file(checkpoint)
         modules = loaded.get("modules") if isinstance(loaded, dict) else None
         if not isinstance(modules, dict) or not isinstance(modules.get("spk_model"), dict):
-            _fail(checkpoint, "not a checkpoint of the paper's code: expected "
-                              "{'modules': {'spk_model': state dict, ...}}")
+            _fail(
+                checkpoint,
+                "not a checkpoint of the paper's code: expected "
+                "{'modules': {'spk_model': state dict, ...}}",
+            )
         state, origin = modules["spk_model"], str(checkpoint)
 
     lora = _find_key(tree, "lora_config_args") if fmt == WESPEAKER else None
@@ -333,9 +351,10 @@ def read_source(checkpoint, fmt, config=None):
     encoder_folder = None
     model_name = _find_key(tree.get("dataset_args", {}), "model_name") if fmt == WESPEAKER else None
     if model_name:
-        for candidate in (checkpoint if checkpoint.is_dir() else checkpoint.parent) / str(
-            model_name
-        ), pathlib.Path(str(model_name)):
+        for candidate in (
+            (checkpoint if checkpoint.is_dir() else checkpoint.parent) / str(model_name),
+            pathlib.Path(str(model_name)),
+        ):
             if (candidate / "config.json").is_file():
                 encoder_folder = str(candidate)
                 break
@@ -370,8 +389,10 @@ def merge_lora(source):
         _fail(source.origin, f"LoRA weights of different ranks {sorted(ranks)}")
     rank = ranks.pop()
     if source.lora_rank is not None and int(source.lora_rank) != rank:
-        _fail(source.origin, f"LoRA rank {rank} in the weights but r={source.lora_rank} in "
-                             "the configuration")
+        _fail(
+            source.origin,
+            f"LoRA rank {rank} in the weights but r={source.lora_rank} in the configuration",
+        )
     scaling = source.lora_alpha / rank
     for key in [k for k in state if ".lora_A." in k]:
         base, adapter = key.split(".lora_A.")[0], key.split(".lora_A.")[1].split(".")[0]
@@ -435,8 +456,11 @@ def config_from_state(state, origin="checkpoint"):
         if positions != (
             standard.left_max_position_embeddings + standard.right_max_position_embeddings + 1
         ):
-            _fail(origin, f"relative positions of {positions} offsets differ from w2v-BERT "
-                          "2.0's: give the encoder configuration with --w2vbert_source")
+            _fail(
+                origin,
+                f"relative positions of {positions} offsets differ from w2v-BERT "
+                "2.0's: give the encoder configuration with --w2vbert_source",
+            )
         config["num_attention_heads"] = hidden // head_size
     else:
         config["num_attention_heads"] = standard.num_attention_heads
@@ -494,8 +518,11 @@ def head_settings(state, origin="checkpoint"):
         ``num_hidden_states``, ``hidden_size``, ``adapter_size``,
         ``attention_channels``, ``embedding_size``.
     """
-    needed = ("head.adapters.0.0.weight", "head.pooling.attention.0.weight",
-              "head.embedding.weight")
+    needed = (
+        "head.adapters.0.0.weight",
+        "head.pooling.attention.0.weight",
+        "head.embedding.weight",
+    )
     missing = [k for k in needed if k not in state]
     if missing:
         _fail(origin, f"incomplete speaker head: missing {_few(missing)}")
@@ -545,12 +572,18 @@ def convert(source, w2vbert_source=None):
     head = head_settings(state, origin)
     num_states = config["num_hidden_layers"] + 1
     if head["num_hidden_states"] != num_states:
-        _fail(origin, f"the head has {head['num_hidden_states']} layer adapters but the "
-                      f"encoder returns {num_states} hidden states (its "
-                      f"{config['num_hidden_layers']} layers + the feature projection)")
+        _fail(
+            origin,
+            f"the head has {head['num_hidden_states']} layer adapters but the "
+            f"encoder returns {num_states} hidden states (its "
+            f"{config['num_hidden_layers']} layers + the feature projection)",
+        )
     if head["hidden_size"] != config["hidden_size"]:
-        _fail(origin, f"the layer adapters take {head['hidden_size']} inputs but the encoder's "
-                      f"hidden size is {config['hidden_size']}")
+        _fail(
+            origin,
+            f"the layer adapters take {head['hidden_size']} inputs but the encoder's "
+            f"hidden size is {config['hidden_size']}",
+        )
     settings = {
         "w2vbert_source": None,
         "w2vbert_config": config,
@@ -572,8 +605,11 @@ def convert(source, w2vbert_source=None):
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             name = _source_names([key], source.fmt)[0]
-            _fail(origin, f"shape mismatch: {name} is {tuple(state[key].shape)} in the "
-                          f"checkpoint but {tuple(tensor.shape)} in the model")
+            _fail(
+                origin,
+                f"shape mismatch: {name} is {tuple(state[key].shape)} in the "
+                f"checkpoint but {tuple(tensor.shape)} in the model",
+            )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return settings, model.eval(), notes
 
@@ -586,14 +622,13 @@ def _source_names(keys, fmt):
     for key in keys:
         for ours, theirs in back.items():
             if key.startswith(ours):
-                key = theirs + key[len(ours):]
+                key = theirs + key[len(ours) :]
                 break
         names.append(key)
     return names
 
 
-def import_checkpoint(checkpoint, fmt, output, w2vbert_source=None, config=None,
-                      threshold=None):
+def import_checkpoint(checkpoint, fmt, output, w2vbert_source=None, config=None, threshold=None):
     """Converts a paper-code or WeSpeaker checkpoint into an exported model folder.
 
     Arguments
@@ -638,8 +673,9 @@ def import_checkpoint(checkpoint, fmt, output, w2vbert_source=None, config=None,
     return out
 
 
-def random_model_state(config, adapter_size=128, attention_channels=None, embedding_size=256,
-                       seed=0):
+def random_model_state(
+    config, adapter_size=128, attention_channels=None, embedding_size=256, seed=0
+):
     """A random embedding model's state dict of a given encoder config (tests, benchmarks).
 
     Arguments
@@ -663,7 +699,8 @@ def random_model_state(config, adapter_size=128, attention_channels=None, embedd
         "w2vbert_source": None,
         "w2vbert_config": encoder_config({"w2vbert_source": None, "w2vbert_config": config}),
         "num_hidden_states": config.num_hidden_layers + 1,
-        "hidden_size": config.hidden_size, "adapter_size": adapter_size,
+        "hidden_size": config.hidden_size,
+        "adapter_size": adapter_size,
         "attention_channels": attention_channels or adapter_size,
         "embedding_size": embedding_size,
     }

@@ -142,11 +142,7 @@ def autocast_context(device, precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
-    if (
-        precision == "bf16"
-        and device.type == "cuda"
-        and not torch.cuda.is_bf16_supported()
-    ):
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{device} does not support bf16; use precision fp16 or fp32")
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
@@ -220,9 +216,7 @@ def embed_files(
     if durations is None:
         durations = {p: audio_info(p).duration for p in unique}
     num_samples = [int(round(durations[p] * sample_rate)) for p in unique]
-    batches = make_batches(
-        num_samples, batch_seconds, max_batch_size, sample_rate, max_padding
-    )
+    batches = make_batches(num_samples, batch_seconds, max_batch_size, sample_rate, max_padding)
     loader = torch.utils.data.DataLoader(
         _BatchLoader(unique, batches, sample_rate),
         batch_size=None,
@@ -235,9 +229,10 @@ def embed_files(
         model.eval()
     table = None
     try:
-        with torch.no_grad(), tqdm(
-            total=len(unique), unit="file", desc="embedding", disable=not progress
-        ) as bar:
+        with (
+            torch.no_grad(),
+            tqdm(total=len(unique), unit="file", desc="embedding", disable=not progress) as bar,
+        ):
             for indices, wavs, wav_lens in loader:
                 with autocast_context(device, precision):
                     embeddings = model(wavs.to(device), wav_lens.to(device))

@@ -264,7 +264,6 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
         hparams, _ = load_run(run, hparams_file, overrides, threshold)
         return cls(modules=hparams["modules"], hparams=hparams, **kwargs)
 
-
     @classmethod
     def from_onnx(cls, path, threshold=None, frontend=None, num_threads=None, **kwargs):
         """Builds the interface around an ONNX file written by ``w2vbert-sv onnx``.
@@ -338,9 +337,11 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
     check_device((kwargs.get("run_opts") or {}).get("device"))
     if path.suffix == ".onnx" and path.is_file():
         return W2VBertSpeakerRecognition.from_onnx(path, **kwargs)
-    if (path / WEIGHTS_FILE).is_file() and (path / HPARAMS_FILE).is_file() and not (
-        path / "CKPT.yaml"
-    ).is_file():
+    if (
+        (path / WEIGHTS_FILE).is_file()
+        and (path / HPARAMS_FILE).is_file()
+        and not (path / "CKPT.yaml").is_file()
+    ):
         try:
             tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
         except YAMLError as error:

@@ -86,11 +86,15 @@ def _origin_section(origin):
         )
         result = PAPER_RESULTS.get(file)
         results = (
-            [f"Published for `{file}` (the paper's repository README, cosine scoring, "
-             f"trained on VoxCeleb2 + VoxBlink2): Vox1-O / Vox1-E / Vox1-H EER {result}."]
+            [
+                f"Published for `{file}` (the paper's repository README, cosine scoring, "
+                f"trained on VoxCeleb2 + VoxBlink2): Vox1-O / Vox1-E / Vox1-H EER {result}."
+            ]
             if result
-            else [f"The paper's repository README lists the EERs of its released files "
-                  f"({', '.join(PAPER_RESULTS)}); none is listed under `{file}`."]
+            else [
+                f"The paper's repository README lists the EERs of its released files "
+                f"({', '.join(PAPER_RESULTS)}); none is listed under `{file}`."
+            ]
         )
     else:
         weights = (
@@ -106,9 +110,20 @@ def _origin_section(origin):
             "(docs/pretrained.md); they are not reproduced here."
         ]
     return [
-        "## Weights", "", weights, "", *notes, "",
-        "## Licence", "", licence, "",
-        "## Results", "", *results, "",
+        "## Weights",
+        "",
+        weights,
+        "",
+        *notes,
+        "",
+        "## Licence",
+        "",
+        licence,
+        "",
+        "## Results",
+        "",
+        *results,
+        "",
         "This converted copy computes the source code's embeddings (the conversion is "
         "tested against WeSpeaker's code, which runs the same network, within 1e-4); its "
         "EER has not been measured here: `w2vbert-sv score --model <folder> --trials ...` "

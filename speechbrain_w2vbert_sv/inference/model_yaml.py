@@ -182,16 +182,15 @@ def encoder_config(settings):
 
     Example
     -------
-    >>> encoder_config({"w2vbert_source": None, "w2vbert_config": {"hidden_size": 32}})["hidden_size"]
+    >>> config = encoder_config({"w2vbert_source": None, "w2vbert_config": {"hidden_size": 32}})
+    >>> config["hidden_size"]
     32
     """
     source = settings.get("w2vbert_source")
     if source:
         register_auto_classes()  # the source may be a saved pruned encoder
         try:
-            config = AutoConfig.from_pretrained(
-                source, cache_dir=settings.get("w2vbert_cache_dir")
-            )
+            config = AutoConfig.from_pretrained(source, cache_dir=settings.get("w2vbert_cache_dir"))
         except OSError as error:
             raise EncoderSourceError(source, error) from None
         config = build_w2vbert_config(config)

@@ -106,14 +106,18 @@ def export_onnx(
     wav_lens = torch.tensor([1.0, 0.7])
     if waveform:
         example = (wavs, wav_lens)
-        dims = {0: torch.export.Dim("batch", min=1, max=4096),
-                1: torch.export.Dim("samples", min=frontend.min_samples, max=100_000_000)}
+        dims = {
+            0: torch.export.Dim("batch", min=1, max=4096),
+            1: torch.export.Dim("samples", min=frontend.min_samples, max=100_000_000),
+        }
     else:
         with torch.no_grad():
             feats, feat_lens = frontend(wavs, wav_lens)
         example = (feats.float(), feat_lens.float())
-        dims = {0: torch.export.Dim("batch", min=1, max=4096),
-                1: torch.export.Dim("frames", min=2, max=1_000_000)}
+        dims = {
+            0: torch.export.Dim("batch", min=1, max=4096),
+            1: torch.export.Dim("frames", min=2, max=1_000_000),
+        }
     # Parameters that require gradients make torch.export trace HF's attention
     # reshape into an invalid view with dynamic shapes: export frozen, then restore.
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -181,8 +185,11 @@ def quantize_onnx(float_path, path):
     # cannot take an empty tensor.
     graph = onnx.load(os.fspath(float_path), load_external_data=False).graph
     empty = {i.name for i in graph.initializer if 0 in i.dims}
-    excluded = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")
-                and len(n.input) > 1 and n.input[1] in empty]
+    excluded = [
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in empty
+    ]
     del graph
 
     # The front end's float64 DFT products are left in float64 on purpose; the

@@ -161,8 +161,10 @@ def export_int8(model_folder, output, pointwise_conv=True):
         entry["embedding_model"] = node
     output.mkdir(parents=True, exist_ok=True)
     with open(output / HPARAMS_FILE, "w", encoding="utf-8") as out:
-        out.write("# int8 dynamic quantization of the linear layers (speechbrain_w2vbert_sv."
-                  "quantization.export_int8).\n")
+        out.write(
+            "# int8 dynamic quantization of the linear layers (speechbrain_w2vbert_sv."
+            "quantization.export_int8).\n"
+        )
         yaml.dump(tree, out)
     torch.save(quantized.state_dict(), output / WEIGHTS_FILE)
     return output

@@ -1,5 +1,4 @@
-"""A training run (its best checkpoint and yaml) as an inference model.
-"""
+"""A training run (its best checkpoint and yaml) as an inference model."""
 
 import datetime
 import logging
@@ -81,8 +80,7 @@ def _load_weights(module, checkpoint, source):
     state = read_state(checkpoint)
     expected = module.state_dict()
     state = {
-        k: v for k, v in state.items()
-        if k in expected or not k.startswith(TRAINING_ONLY_PREFIXES)
+        k: v for k, v in state.items() if k in expected or not k.startswith(TRAINING_ONLY_PREFIXES)
     }
     try:
         module.load_state_dict(state, strict=True)
@@ -102,9 +100,7 @@ def _run_files(run, hparams_file):
         # holds the resolved copy of the training yaml.
         hparams_file = checkpoint.parent.parent / HPARAMS_FILE
         if not hparams_file.is_file():
-            raise ValueError(
-                f"{hparams_file} not found: give the training yaml (--hparams)"
-            )
+            raise ValueError(f"{hparams_file} not found: give the training yaml (--hparams)")
     return checkpoint, weights, hparams_file
 
 

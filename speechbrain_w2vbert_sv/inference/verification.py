@@ -46,8 +46,13 @@ def _problem_report(name, lines):
     return "\n".join([f"{name}:"] + shown)
 
 
-def check_files(trial_lists=(), file_lists=(), min_duration=DEFAULT_MIN_DURATION,
-                read_samples=False, num_workers=0):
+def check_files(
+    trial_lists=(),
+    file_lists=(),
+    min_duration=DEFAULT_MIN_DURATION,
+    read_samples=False,
+    num_workers=0,
+):
     """Checks every audio file a verification run needs, before any embedding work.
 
     Arguments
@@ -98,7 +103,9 @@ def check_files(trial_lists=(), file_lists=(), min_duration=DEFAULT_MIN_DURATION
                 continue
             lines = []
             for k, pair in enumerate(zip(trials.enroll_index, trials.test_index)):
-                utt = next((trials.utterances[i] for i in pair if trials.utterances[i] in bad), None)
+                utt = next(
+                    (trials.utterances[i] for i in pair if trials.utterances[i] in bad), None
+                )
                 if utt is not None:
                     path = os.path.join(root, utt)
                     where = "trial" if trials.line_numbers is None else "line"
@@ -176,7 +183,13 @@ def _score_list(trials, matrix, mean, cohort, top_n, durations):
     cohort_mean = None
     if cohort is not None:
         snormed, (cohort_mean, _) = scoring.adaptive_snorm(
-            systems["cosine"], trials, matrix, cohort, ids=ids, mean=mean, top_n=top_n,
+            systems["cosine"],
+            trials,
+            matrix,
+            cohort,
+            ids=ids,
+            mean=mean,
+            top_n=top_n,
             return_statistics=True,
         )
         systems["asnorm"] = snormed
@@ -383,7 +396,9 @@ def verify_trial_list(
         scores = scores.double().numpy()
         scoring.write_scores(output_folder / f"scores_{system}.txt", test_trials, scores)
         results[f"{name} {system}"] = scoring.evaluate(scores, labels)
-        details[system] = dict(results[f"{name} {system}"], eer_threshold=_eer_threshold(scores, labels))
+        details[system] = dict(
+            results[f"{name} {system}"], eer_threshold=_eer_threshold(scores, labels)
+        )
         if system == "qmf":
             details[system]["act_dcf@0.01"] = compute_act_dcf(scores, labels, 0.01)
             details[system]["cllr"] = compute_cllr(scores, labels)

@@ -45,10 +45,19 @@ HUB_ID = "facebook/w2v-bert-2.0"
 # WeSpeaker's attentive statistics pooling floors the variance at this value.
 WESPEAKER_POOLING_EPS = 1e-5
 _ARCHITECTURE = (
-    "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-    "intermediate_size", "feature_projection_input_dim", "conv_depthwise_kernel_size",
-    "position_embeddings_type", "left_max_position_embeddings",
-    "right_max_position_embeddings", "hidden_act", "layer_norm_eps", "add_adapter",
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "feature_projection_input_dim",
+    "conv_depthwise_kernel_size",
+    "position_embeddings_type",
+    "left_max_position_embeddings",
+    "right_max_position_embeddings",
+    "hidden_act",
+    "layer_norm_eps",
+    "add_adapter",
 )
 _KEY_MAP = {
     "backbone.model.": "frontend.encoder.",
@@ -76,7 +85,7 @@ def wespeaker_state_dict(state):
     for key, value in state.items():
         for ours, theirs in _KEY_MAP.items():
             if key.startswith(ours):
-                out[theirs + key[len(ours):]] = value
+                out[theirs + key[len(ours) :]] = value
                 break
         else:
             raise ValueError(f"{key}: no place for it in WeSpeaker's W2VBert_Adapter_MFA")
@@ -116,22 +125,29 @@ def export_wespeaker(model, output, w2vbert_source=None):
     backbone = getattr(embedding_model, "backbone", None)
     head = getattr(embedding_model, "head", None)
     if not isinstance(backbone, W2VBertBackbone) or not isinstance(head, MFAHead):
-        raise ValueError(f"{name}: WeSpeaker's W2VBert_Adapter_MFA holds a w2v-BERT encoder "
-                         "with an MFA head only")
+        raise ValueError(
+            f"{name}: WeSpeaker's W2VBert_Adapter_MFA holds a w2v-BERT encoder "
+            "with an MFA head only"
+        )
     config = backbone.model.config
     if config.model_type != Wav2Vec2BertConfig.model_type:
-        raise ValueError(f"{name}: a {config.model_type} encoder: WeSpeaker's frontend builds "
-                         "unpruned Wav2Vec2BertModel encoders only")
+        raise ValueError(
+            f"{name}: a {config.model_type} encoder: WeSpeaker's frontend builds "
+            "unpruned Wav2Vec2BertModel encoders only"
+        )
     adapter_size = head.adapters[0][0].out_features
     attention_channels = head.pooling.attention[0].out_channels
     if attention_channels != adapter_size:
-        raise ValueError(f"{name}: WeSpeaker's pooling has as many attention channels as "
-                         f"the adapters' width ({adapter_size}), this model {attention_channels}")
+        raise ValueError(
+            f"{name}: WeSpeaker's pooling has as many attention channels as "
+            f"the adapters' width ({adapter_size}), this model {attention_channels}"
+        )
     if head.pooling.eps != WESPEAKER_POOLING_EPS:
         logger.warning(
             "WeSpeaker's pooling floors the variance at %g, this model at %g: embeddings "
             "differ where a channel's pooled variance lies between the two",
-            WESPEAKER_POOLING_EPS, head.pooling.eps,
+            WESPEAKER_POOLING_EPS,
+            head.pooling.eps,
         )
     out = pathlib.Path(output)
     out.mkdir(parents=True, exist_ok=True)

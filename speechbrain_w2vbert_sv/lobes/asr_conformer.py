@@ -329,7 +329,8 @@ def _check_ctc_outputs(checkpoint, report, state, strict):
     from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens, find_token_file
 
     weights = [
-        key for key, target in report.loaded.items()
+        key
+        for key, target in report.loaded.items()
         if target.startswith("ctc_head.") and state[key].dim() == 2
     ]
     if not weights or isinstance(checkpoint, dict):
@@ -486,9 +487,7 @@ def load_asr_checkpoint(
         report.loaded[key] = prefixes[name] + rest
     for name, module in targets.items():
         module.load_state_dict(new_states[name])
-        report.missing.extend(
-            prefixes[name] + k for k in new_states[name] if k not in filled[name]
-        )
+        report.missing.extend(prefixes[name] + k for k in new_states[name] if k not in filled[name])
 
     _check_ctc_outputs(checkpoint, report, state, strict)
     normalizer = normalizer if normalizer is not None else normalizer_file
@@ -498,7 +497,8 @@ def load_asr_checkpoint(
     if report.missing or report.unexpected:
         logger.warning(
             "ASR checkpoint transfer: missing %s, unexpected %s",
-            report.missing, report.unexpected,
+            report.missing,
+            report.unexpected,
         )
         if strict:
             raise ValueError(f"ASR checkpoint does not fit the model (strict): {report}")

@@ -124,14 +124,10 @@ def relative_key_attention(
     batch, heads, query_len, _ = query.shape
     key_len = key.shape[2]
     if query_chunk_size is None:
-        query_chunk_size = max(
-            1, AUTO_CHUNK_BIAS_ELEMENTS // max(1, batch * heads * key_len)
-        )
+        query_chunk_size = max(1, AUTO_CHUNK_BIAS_ELEMENTS // max(1, batch * heads * key_len))
     # Score of every query with every distance embedding: [B, H, Tq, L+R+1]
     # (scaling the small table rather than the scores saves a pass).
-    distance_scores = torch.matmul(
-        query, (distance_embeddings.to(query.dtype) * scaling).t()
-    )
+    distance_scores = torch.matmul(query, (distance_embeddings.to(query.dtype) * scaling).t())
     # Without autograd one template buffer serves every chunk: no allocation
     # per chunk, so no heap growth from many large short-lived blocks.
     buffer = None
@@ -258,9 +254,7 @@ class MemoryEfficientWav2Vec2BertSelfAttention(Wav2Vec2BertSelfAttention):
                 f"{key.shape[-1]}, linear_v {value.shape[-1]}"
             )
         heads_shape = (*hidden_states.shape[:-1], width // self.head_size, self.head_size)
-        num_distances = (
-            self.left_max_position_embeddings + self.right_max_position_embeddings + 1
-        )
+        num_distances = self.left_max_position_embeddings + self.right_max_position_embeddings + 1
         # Calling the embedding (not reading its weight) keeps any wrapper working.
         distance_embeddings = self.distance_embedding(
             torch.arange(num_distances, device=hidden_states.device)
@@ -312,9 +306,7 @@ def enable_memory_efficient_attention(model, enabled=True, query_chunk_size=None
     0
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model must be a torch.nn.Module, got {type(model).__name__}"
-        )
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_chunk_size(query_chunk_size)
     count = 0
     for module in model.modules():

@@ -71,8 +71,7 @@ class ConformerFbank(torch.nn.Module):
         super().__init__()
         if norm_type not in self.NORM_TYPES:
             raise ValueError(
-                f"ConformerFbank: norm_type must be one of {self.NORM_TYPES}, "
-                f"got {norm_type!r}"
+                f"ConformerFbank: norm_type must be one of {self.NORM_TYPES}, got {norm_type!r}"
             )
         self.norm_type = norm_type
         self.epsilon = epsilon

@@ -165,9 +165,7 @@ class MFAHead(torch.nn.Module):
                 f"MFAHead was built for {len(self.adapters)} hidden states but received "
                 f"{hidden_states.shape[0]}: set num_hidden_states to the backbone's."
             )
-        mfa = torch.cat(
-            [adapter(h) for adapter, h in zip(self.adapters, hidden_states)], dim=-1
-        )
+        mfa = torch.cat([adapter(h) for adapter, h in zip(self.adapters, hidden_states)], dim=-1)
         return self.embedding(self.pooling(mfa, lengths)).unsqueeze(1)
 
 
@@ -210,9 +208,7 @@ class WeightedLayerSum(torch.nn.Module):
             [B, T, D].
         """
         if self.layer_norm:
-            hidden_states = torch.nn.functional.layer_norm(
-                hidden_states, hidden_states.shape[-1:]
-            )
+            hidden_states = torch.nn.functional.layer_norm(hidden_states, hidden_states.shape[-1:])
         weights = torch.softmax(self.weights, dim=0).to(hidden_states.dtype)
         return torch.einsum("l,lbtd->btd", weights, hidden_states)
 

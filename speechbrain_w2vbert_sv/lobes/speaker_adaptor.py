@@ -13,8 +13,9 @@ its transcriptions are exactly those of the ASR model alone.
 (``forward(wavs, wav_lens) -> [B, 1, E]``, with ``frontend``, ``backbone`` and
 ``head``), so the speaker Brain, extraction and scoring use it as they are;
 :meth:`SpeakerAdaptorModel.recognize_and_embed` gives both outputs of one pass.
-:class:`~speechbrain_w2vbert_sv.inference.interface.ASRSpeakerRecognition` is the pretrained interface around it: speaker
-embeddings and verification as the other speaker models, plus transcription.
+:class:`~speechbrain_w2vbert_sv.inference.interface.ASRSpeakerRecognition` is the
+pretrained interface around it: speaker embeddings and verification as the other speaker
+models, plus transcription.
 
 Example
 -------

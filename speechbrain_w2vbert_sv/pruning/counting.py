@@ -86,8 +86,7 @@ def count_encoder_params(config, layer_keep):
     """
     if len(layer_keep) != config.num_hidden_layers:
         raise ValueError(
-            f"layer_keep has {len(layer_keep)} entries for "
-            f"{config.num_hidden_layers} layers"
+            f"layer_keep has {len(layer_keep)} entries for {config.num_hidden_layers} layers"
         )
     hidden = config.hidden_size
     head_size = hidden // config.num_attention_heads
@@ -95,11 +94,7 @@ def count_encoder_params(config, layer_keep):
     feat = config.feature_projection_input_dim
     positions = 0
     if config.position_embeddings_type == "relative_key":
-        positions = (
-            config.left_max_position_embeddings
-            + config.right_max_position_embeddings
-            + 1
-        )
+        positions = config.left_max_position_embeddings + config.right_max_position_embeddings + 1
     layer_norm = 2 * hidden
 
     total = 2 * feat + feat * hidden + hidden  # feature projection

@@ -168,4 +168,3 @@ class PruningDistillationBrain(sb.Brain):
             )
         if self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(meta={"loss": float(stage_loss)})
-

@@ -109,9 +109,7 @@ class GatedWav2Vec2Bert(nn.Module):
             }
         )
         self.gates.to(next(model.parameters()).device)
-        self.original_num_params = int(
-            count_encoder_params(model.config, full_layer_keep(sizes))
-        )
+        self.original_num_params = int(count_encoder_params(model.config, full_layer_keep(sizes)))
         self._values = None
         self._handles = []
         self._install_hooks()
@@ -132,10 +130,7 @@ class GatedWav2Vec2Bert(nn.Module):
 
     def _layer_values(self, fn):
         num_layers = len(self.gates["heads"])
-        return [
-            {group: fn(self.gates[group][i]) for group in GROUPS}
-            for i in range(num_layers)
-        ]
+        return [{group: fn(self.gates[group][i]) for group in GROUPS} for i in range(num_layers)]
 
     def _draw(self, module, args):
         """Model pre-hook: draws every gate once for this forward; values

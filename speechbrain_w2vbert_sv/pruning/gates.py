@@ -61,27 +61,19 @@ class HardConcreteGates(nn.Module):
     ):
         super().__init__()
         if int(num_gates) != num_gates or num_gates < 0:
-            raise ValueError(
-                f"num_gates must be a non-negative integer, got {num_gates!r}"
-            )
+            raise ValueError(f"num_gates must be a non-negative integer, got {num_gates!r}")
         if not 0.0 < init_drop_rate < 1.0:
-            raise ValueError(
-                f"init_drop_rate must lie in (0, 1), got {init_drop_rate!r}"
-            )
+            raise ValueError(f"init_drop_rate must lie in (0, 1), got {init_drop_rate!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         left, right = (float(s) for s in stretch)
         if not (left < 0.0 and right > 1.0):
-            raise ValueError(
-                f"stretch must be (left < 0, right > 1), got {tuple(stretch)!r}"
-            )
+            raise ValueError(f"stretch must be (left < 0, right > 1), got {tuple(stretch)!r}")
         self.temperature = float(temperature)
         self.left = left
         self.right = right
         mean = math.log(1.0 - init_drop_rate) - math.log(init_drop_rate)
-        self.log_alpha = nn.Parameter(
-            torch.empty(int(num_gates)).normal_(mean, init_std)
-        )
+        self.log_alpha = nn.Parameter(torch.empty(int(num_gates)).normal_(mean, init_std))
 
     def __len__(self):
         return self.log_alpha.numel()
@@ -106,9 +98,7 @@ class HardConcreteGates(nn.Module):
         """
         eps = torch.finfo(self.log_alpha.dtype).eps
         u = torch.rand_like(self.log_alpha).clamp(eps, 1.0 - eps)
-        s = torch.sigmoid(
-            (torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature
-        )
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
         return (s * (self.right - self.left) + self.left).clamp(0.0, 1.0)
 
     def deterministic(self):
@@ -150,8 +140,7 @@ class HardConcreteGates(nn.Module):
         values = torch.as_tensor(values, dtype=self.log_alpha.dtype)
         if values.shape != self.log_alpha.shape:
             raise ValueError(
-                f"values must have shape {tuple(self.log_alpha.shape)}, "
-                f"got {tuple(values.shape)}"
+                f"values must have shape {tuple(self.log_alpha.shape)}, got {tuple(values.shape)}"
             )
         s = ((values - self.left) / (self.right - self.left)).clamp(1e-6, 1 - 1e-6)
         log_alpha = torch.logit(s)
@@ -203,13 +192,9 @@ class LagrangianSparsityController(nn.Module):
     def __init__(self, target_sparsity=0.8, warmup_steps=10000):
         super().__init__()
         if not 0.0 <= target_sparsity < 1.0:
-            raise ValueError(
-                f"target_sparsity must lie in [0, 1), got {target_sparsity!r}"
-            )
+            raise ValueError(f"target_sparsity must lie in [0, 1), got {target_sparsity!r}")
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
-            raise ValueError(
-                f"warmup_steps must be a non-negative integer, got {warmup_steps!r}"
-            )
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
         self.target_sparsity = float(target_sparsity)
         self.warmup_steps = int(warmup_steps)
         self.lambda1 = nn.Parameter(torch.zeros(()))
@@ -243,7 +228,4 @@ class LagrangianSparsityController(nn.Module):
         return lambda1 * gap + lambda2 * gap**2
 
     def extra_repr(self):
-        return (
-            f"target_sparsity={self.target_sparsity}, "
-            f"warmup_steps={self.warmup_steps}"
-        )
+        return f"target_sparsity={self.target_sparsity}, warmup_steps={self.warmup_steps}"

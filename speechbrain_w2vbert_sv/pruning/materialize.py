@@ -139,9 +139,7 @@ def materialize(model, layer_values):
     """
     sizes = encoder_layer_sizes(model)
     if len(layer_values) != len(sizes):
-        raise ValueError(
-            f"layer_values has {len(layer_values)} entries for {len(sizes)} layers"
-        )
+        raise ValueError(f"layer_values has {len(layer_values)} entries for {len(sizes)} layers")
     for index, (size, values) in enumerate(zip(sizes, layer_values)):
         for group in GROUPS:
             if tuple(values[group].shape) != (size[group],):
@@ -153,8 +151,7 @@ def materialize(model, layer_values):
     config = model.config
     head_size = config.hidden_size // config.num_attention_heads
     kept_sizes = {
-        _SIZE_ARGS[g]: [int(torch.count_nonzero(v[g])) for v in layer_values]
-        for g in GROUPS
+        _SIZE_ARGS[g]: [int(torch.count_nonzero(v[g])) for v in layer_values] for g in GROUPS
     }
     settings = {k: v for k, v in config.to_dict().items() if k not in _SIZE_ARGS.values()}
     settings.pop("model_type", None)

@@ -50,8 +50,7 @@ def check_prunable_config(config):
         )
     if config.add_adapter:
         raise ValueError(
-            "pruning supports models without the length adapter "
-            "(config.add_adapter must be False)"
+            "pruning supports models without the length adapter (config.add_adapter must be False)"
         )
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(
@@ -115,9 +114,7 @@ class PrunedWav2Vec2BertConfig(Wav2Vec2BertConfig):
                     f"{self.num_hidden_layers} sizes, got {len(sizes)}"
                 )
             if any(not 0 <= s <= full[group] for s in sizes):
-                raise ValueError(
-                    f"{field} entries must lie in [0, {full[group]}], got {sizes}"
-                )
+                raise ValueError(f"{field} entries must lie in [0, {full[group]}], got {sizes}")
             setattr(self, field, sizes)
 
     def layer_sizes(self, index):
@@ -223,9 +220,7 @@ def _resize_layer(layer, config, sizes):
         conv.depthwise_conv = nn.Conv1d(
             channels, channels, kernel, groups=channels, bias=False, **kw
         )
-        conv.depthwise_layer_norm = nn.LayerNorm(
-            channels, eps=config.layer_norm_eps, **kw
-        )
+        conv.depthwise_layer_norm = nn.LayerNorm(channels, eps=config.layer_norm_eps, **kw)
         conv.pointwise_conv2 = nn.Conv1d(channels, hidden, 1, bias=False, **kw)
 
 
@@ -235,8 +230,8 @@ class PrunedWav2Vec2BertModel(Wav2Vec2BertModel):
     Built by ``GatedWav2Vec2Bert.materialize()``, saved with
     ``save_pretrained`` and reloaded with ``from_pretrained`` or
     ``transformers.AutoModel.from_pretrained`` (see :func:`register_auto_classes`; the
-    ``speechbrain_w2vbert_sv.pruning`` package registers it when imported). Constructing it from a config gives
-    HF's random initialisation.
+    ``speechbrain_w2vbert_sv.pruning`` package registers it when imported). Constructing
+    it from a config gives HF's random initialisation.
 
     Arguments
     ---------

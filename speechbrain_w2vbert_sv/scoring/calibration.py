@@ -1,5 +1,4 @@
-"""Quality-aware calibration (QMF): quality measures and a logistic calibrator.
-"""
+"""Quality-aware calibration (QMF): quality measures and a logistic calibrator."""
 
 import math
 from collections.abc import Mapping
@@ -10,9 +9,7 @@ import torch
 from speechbrain_w2vbert_sv.scoring.cosine import embedding_matrix, missing_message
 
 
-def quality_measures(
-    trials, embeddings, ids=None, durations=None, cohort_mean=None
-):
+def quality_measures(trials, embeddings, ids=None, durations=None, cohort_mean=None):
     """Per-utterance quality measures for QMF calibration.
 
     The measures chosen here, all known to shift the score distributions of
@@ -179,8 +176,7 @@ class QMFCalibrator(torch.nn.Module):
         features = torch.as_tensor(features, dtype=torch.float64)
         if features.dim() != 2 or features.shape[1] != self.num_features:
             raise ValueError(
-                f"features must have shape [T, {self.num_features}], got "
-                f"{tuple(features.shape)}"
+                f"features must have shape [T, {self.num_features}], got {tuple(features.shape)}"
             )
         if not torch.isfinite(features).all():
             raise ValueError("features contain NaN or infinite values")
@@ -204,9 +200,7 @@ class QMFCalibrator(torch.nn.Module):
         features = self._check_features(features)
         labels = torch.as_tensor(np.asarray(labels)).reshape(-1)
         if labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"{features.shape[0]} feature rows but {labels.shape[0]} labels"
-            )
+            raise ValueError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")
         targets = labels == 1
         n_target = int(targets.sum())
         if n_target == 0 or n_target == labels.shape[0]:

@@ -22,8 +22,7 @@ def to_float_matrix(values, name):
             matrix = matrix.squeeze(1)  # SpeechBrain's [N, 1, D] embeddings
     if matrix.dim() != 2 or matrix.shape[0] == 0:
         raise ValueError(
-            f"{name} must be a non-empty [N, D] matrix, got shape "
-            f"{tuple(matrix.shape)}"
+            f"{name} must be a non-empty [N, D] matrix, got shape {tuple(matrix.shape)}"
         )
     return matrix.float()
 
@@ -66,9 +65,7 @@ def embedding_matrix(embeddings, keys, ids=None):
     if ids is None:
         raise ValueError("ids (one per row) are required with an embedding matrix")
     if len(ids) != matrix.shape[0]:
-        raise ValueError(
-            f"embedding matrix has {matrix.shape[0]} rows but {len(ids)} ids"
-        )
+        raise ValueError(f"embedding matrix has {matrix.shape[0]} rows but {len(ids)} ids")
     row = {utt: i for i, utt in enumerate(ids)}
     missing = [k for k in keys if k not in row]
     if missing:
@@ -108,8 +105,7 @@ def centre_and_normalise(matrix, mean):
         mean = torch.as_tensor(mean, dtype=matrix.dtype).reshape(-1)
         if mean.shape[0] != matrix.shape[1]:
             raise ValueError(
-                f"mean has {mean.shape[0]} values, embeddings have "
-                f"{matrix.shape[1]} dimensions"
+                f"mean has {mean.shape[0]} values, embeddings have {matrix.shape[1]} dimensions"
             )
         matrix = matrix - mean
     return torch.nn.functional.normalize(matrix, dim=1)
@@ -161,6 +157,4 @@ def cosine_scores(trials, embeddings, ids=None, mean=None, chunk_size=8192):
     """
     matrix = embedding_matrix(embeddings, trials.utterances, ids)
     normalised = centre_and_normalise(matrix, mean)
-    return _gather_dot(
-        normalised, trials.enroll_index, trials.test_index, chunk_size
-    )
+    return _gather_dot(normalised, trials.enroll_index, trials.test_index, chunk_size)

@@ -101,9 +101,7 @@ def _to_numpy(values, name):
         values = values.numpy()
     values = np.asarray(values)
     if values.ndim != 1:
-        raise ValueError(
-            f"{name} must be one-dimensional, got shape {values.shape}"
-        )
+        raise ValueError(f"{name} must be one-dimensional, got shape {values.shape}")
     return values
 
 
@@ -162,8 +160,7 @@ def check_scores_labels(scores, labels):
         bad = (labels != 0) & (labels != 1)
         if bad.any():
             raise ValueError(
-                f"labels must be 0 (non-target) or 1 (target), found "
-                f"{labels[bad][0]!r}"
+                f"labels must be 0 (non-target) or 1 (target), found {labels[bad][0]!r}"
             )
         labels = labels == 1
     if not labels.any():
@@ -235,9 +232,7 @@ def det_curve(scores, labels):
     >>> curve.eer(), curve.min_dcf(p_target=0.5)
     (0.25, 0.5)
     """
-    n_miss, n_fa, thresholds, n_target, n_nontarget = _det_counts(
-        scores, labels
-    )
+    n_miss, n_fa, thresholds, n_target, n_nontarget = _det_counts(scores, labels)
     return DETCurve(n_miss / n_target, n_fa / n_nontarget, thresholds)
 
 
@@ -245,9 +240,7 @@ def _check_costs(p_target, c_miss, c_fa):
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
     if c_miss <= 0 or c_fa <= 0:
-        raise ValueError(
-            f"c_miss and c_fa must be positive, got {c_miss} and {c_fa}"
-        )
+        raise ValueError(f"c_miss and c_fa must be positive, got {c_miss} and {c_fa}")
 
 
 def compute_eer(scores, labels):
@@ -310,9 +303,7 @@ def compute_min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0):
     return det_curve(scores, labels).min_dcf(p_target, c_miss, c_fa)
 
 
-def verification_metrics(
-    scores, labels, p_targets=(0.01, 0.05), c_miss=1.0, c_fa=1.0
-):
+def verification_metrics(scores, labels, p_targets=(0.01, 0.05), c_miss=1.0, c_fa=1.0):
     """EER and minDCF at several priors from a single sort.
 
     Arguments

@@ -13,8 +13,24 @@ import torch
 from speechbrain_w2vbert_sv.scoring.metrics import check_scores_labels, det_curve
 
 _DET_TICKS = (
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
-    0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99,
+    0.0001,
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
 )
 
 
@@ -23,9 +39,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as error:
-        raise ImportError(
-            "plotting needs matplotlib: pip install matplotlib"
-        ) from error
+        raise ImportError("plotting needs matplotlib: pip install matplotlib") from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -160,7 +174,10 @@ def plot_score_histogram(path, scores, labels, bins=100, title=None):
         for mask, name in ((~labels, "non-target"), (labels, "target")):
             selected = scores[mask & finite]
             ax.hist(
-                selected, bins=edges, density=True, alpha=0.55,
+                selected,
+                bins=edges,
+                density=True,
+                alpha=0.55,
                 label=f"{name} ({int(mask.sum()):,})",
             )
         ax.set_xlabel("score")

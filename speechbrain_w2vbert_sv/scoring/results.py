@@ -1,7 +1,4 @@
-"""Result tables: EER and minDCF of score sets, as text and files.
-"""
-
-
+"""Result tables: EER and minDCF of score sets, as text and files."""
 
 from speechbrain_w2vbert_sv.scoring.metrics import verification_metrics
 
@@ -52,9 +49,7 @@ def format_results_table(results):
     |---|---|---|---|---|
     | Vox1-O | 1/1 | 0.000 | 0.0000 | 0.0000 |
     """
-    header = ["list", "targets/non-targets", "EER (%)"] + [
-        f"minDCF ({p:g})" for p in RESULT_PRIORS
-    ]
+    header = ["list", "targets/non-targets", "EER (%)"] + [f"minDCF ({p:g})" for p in RESULT_PRIORS]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -6,7 +6,6 @@ few above a threshold guessed from the scores' exact mean and spread (not by a f
 selection over the cohort), so a Vox1-H list takes a few seconds.
 """
 
-
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -163,8 +162,7 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024)
     cohort = centre_and_normalise(to_float_matrix(cohort, "cohort"), mean)
     if cohort.shape[1] != utterances.shape[1]:
         raise ValueError(
-            f"cohort has {cohort.shape[1]} dimensions, embeddings have "
-            f"{utterances.shape[1]}"
+            f"cohort has {cohort.shape[1]} dimensions, embeddings have {utterances.shape[1]}"
         )
     top_n = min(int(top_n), cohort.shape[0])
     if top_n < 2:
@@ -317,9 +315,7 @@ def adaptive_snorm(
     mean_scores, std_scores = cohort_statistics(
         matrix, cohort, top_n=top_n, mean=mean, chunk_size=chunk_size
     )
-    normalised = snorm(
-        scores, trials.enroll_index, trials.test_index, mean_scores, std_scores
-    )
+    normalised = snorm(scores, trials.enroll_index, trials.test_index, mean_scores, std_scores)
     if return_statistics:
         return normalised, (mean_scores, std_scores)
     return normalised

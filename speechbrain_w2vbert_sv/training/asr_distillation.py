@@ -85,9 +85,7 @@ def match_frames(x, num_frames):
         return x
     lead = x.shape[:-2]
     flat = x.reshape(-1, *x.shape[-2:]).transpose(1, 2)
-    flat = torch.nn.functional.interpolate(
-        flat, size=num_frames, mode="linear", align_corners=True
-    )
+    flat = torch.nn.functional.interpolate(flat, size=num_frames, mode="linear", align_corners=True)
     return flat.transpose(1, 2).reshape(*lead, num_frames, x.shape[-1])
 
 
@@ -124,9 +122,7 @@ def ctc_posterior_kl(student_log_probs, teacher_log_probs, lengths, temperature=
         )
     num_frames = student_log_probs.shape[1]
     if teacher_log_probs.shape[1] != num_frames:
-        teacher_log_probs = match_frames(teacher_log_probs.exp(), num_frames).clamp_min(
-            1e-10
-        ).log()
+        teacher_log_probs = match_frames(teacher_log_probs.exp(), num_frames).clamp_min(1e-10).log()
     student = torch.log_softmax(student_log_probs / temperature, dim=-1)
     teacher = torch.log_softmax(teacher_log_probs / temperature, dim=-1)
     kl = (teacher.exp() * (teacher - student)).sum(dim=-1)  # [B, T]
@@ -268,7 +264,8 @@ class MultiTaskSpeakerModel(SpeakerEmbeddingModel):
 
 
 class ConformerDistillationBrain(SpeakerBrain):
-    """:class:`~speechbrain_w2vbert_sv.training.speaker_brain.SpeakerBrain` with ASR-teacher distillation.
+    """The speaker Brain (:class:`~speechbrain_w2vbert_sv.training.speaker_brain.SpeakerBrain`)
+    with ASR-teacher distillation.
 
     ``embedding_model`` is a :class:`MultiTaskSpeakerModel`. Extra hyperparameters:
     ``teacher`` (a frozen ``ConformerCTC``, not a module), ``asr_weight``,
@@ -370,7 +367,10 @@ class ConformerDistillationBrain(SpeakerBrain):
             row[: len(seq)] = torch.tensor(seq, dtype=torch.long)
         target_lens = torch.tensor([len(t) / longest for t in tokens])
         return ctc_loss(
-            log_probs, targets.to(log_probs.device), lengths, target_lens.to(log_probs.device),
+            log_probs,
+            targets.to(log_probs.device),
+            lengths,
+            target_lens.to(log_probs.device),
             self.tokens.blank_index,
         )
 
@@ -380,9 +380,7 @@ class ConformerDistillationBrain(SpeakerBrain):
             return super().compute_objectives(predictions, batch, stage)
         student, cosine, teacher = predictions
         losses = {
-            "speaker_loss": super().compute_objectives(
-                (student.embeddings, cosine), batch, stage
-            )
+            "speaker_loss": super().compute_objectives((student.embeddings, cosine), batch, stage)
         }
         weights = {
             "asr_loss": getattr(self.hparams, "asr_weight", 0.5),
@@ -395,7 +393,9 @@ class ConformerDistillationBrain(SpeakerBrain):
                 )
             else:
                 losses["asr_loss"] = ctc_posterior_kl(
-                    student.log_probs, teacher.log_probs, student.lengths,
+                    student.log_probs,
+                    teacher.log_probs,
+                    student.lengths,
                     getattr(self.hparams, "kd_temperature", 1.0),
                 )
         if weights["feature_loss"] > 0:

@@ -238,12 +238,14 @@ def _init_from_exported(folder, modules):
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(
-            f"init_from: {weights} does not fit the embedding_model of this configuration: "
-            f"{error}"
+            f"init_from: {weights} does not fit the embedding_model of this configuration: {error}"
         ) from None
     fresh = [name for name in modules if name != "embedding_model"]
-    logger.info("Initialised embedding_model from the exported model %s%s", folder,
-                f"; {', '.join(fresh)} start fresh" if fresh else "")
+    logger.info(
+        "Initialised embedding_model from the exported model %s%s",
+        folder,
+        f"; {', '.join(fresh)} start fresh" if fresh else "",
+    )
     return Checkpoint(folder, {}, {"embedding_model": weights})
 
 

@@ -1,5 +1,4 @@
-"""Per-step learning-rate schedules: linear warm-up, then step or cosine decay.
-"""
+"""Per-step learning-rate schedules: linear warm-up, then step or cosine decay."""
 
 import math
 

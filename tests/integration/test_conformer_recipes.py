@@ -11,10 +11,13 @@ import pathlib
 import torch
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
-from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillationBrain
-from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
 from speechbrain_w2vbert_sv.inference.export import export_model
-from speechbrain_w2vbert_sv.inference.interface import ASRSpeakerRecognition
+from speechbrain_w2vbert_sv.inference.interface import (
+    ASRSpeakerRecognition,
+    W2VBertSpeakerRecognition,
+    load_model,
+)
+from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillationBrain
 
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
 # debug_persistently: checkpoints in the output folder, for the exports.
@@ -29,8 +32,12 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     data = shared_data / "arabic_speech_commands"
     asr_out = tmp_path / "asr"
     wer = train_asr_ctc.main(
-        [str(RECIPES / "hparams" / "asr_conformer_ctc.yaml"), f"--data_folder={data}",
-         f"--output_folder={asr_out}", *DEBUG]
+        [
+            str(RECIPES / "hparams" / "asr_conformer_ctc.yaml"),
+            f"--data_folder={data}",
+            f"--output_folder={asr_out}",
+            *DEBUG,
+        ]
     )
     pretrained = asr_out / "pretrained"
     assert {"asr.ckpt", "normalizer.ckpt", "label_encoder.txt", "wer.json"} <= {
@@ -43,8 +50,13 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     assert state["2.w.weight"].shape == (41, 64)
 
     brain = train.main(
-        [str(RECIPES / "hparams" / "conformer_adaptor.yaml"), f"--data_folder={data}",
-         f"--asr_folder={pretrained}", f"--output_folder={tmp_path / 'adaptor'}", *DEBUG]
+        [
+            str(RECIPES / "hparams" / "conformer_adaptor.yaml"),
+            f"--data_folder={data}",
+            f"--asr_folder={pretrained}",
+            f"--output_folder={tmp_path / 'adaptor'}",
+            *DEBUG,
+        ]
     )
     result = brain.test_results["val_speakers_text_independent.txt"]
     assert 0.0 <= result["EER"] <= 100.0 and result["target_trials"] > 0
@@ -70,8 +82,13 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
 
     # The distillation recipe runs through train.py with the Brain it names.
     brain = train.main(
-        [str(RECIPES / "hparams" / "conformer_distill.yaml"), f"--data_folder={data}",
-         f"--asr_folder={pretrained}", f"--output_folder={tmp_path / 'distill'}", *DEBUG]
+        [
+            str(RECIPES / "hparams" / "conformer_distill.yaml"),
+            f"--data_folder={data}",
+            f"--asr_folder={pretrained}",
+            f"--output_folder={tmp_path / 'distill'}",
+            *DEBUG,
+        ]
     )
     assert type(brain) is ConformerDistillationBrain
     assert brain.test_results["val_speakers_text_independent.txt"]["target_trials"] > 0
@@ -106,10 +123,13 @@ def test_random_init_conformer_learns_speakers(shared_data, tmp_path, monkeypatc
     torch.set_num_threads(1)  # as measured (and as compare_conformer.py runs it)
     try:
         brain = train.main(
-            [str(RECIPES / "hparams" / "conformer_random.yaml"),
-             f"--data_folder={shared_data / 'arabic_speech_commands'}",
-             f"--output_folder={tmp_path / 'random'}", "--number_of_epochs=2",
-             "--noprogressbar"]
+            [
+                str(RECIPES / "hparams" / "conformer_random.yaml"),
+                f"--data_folder={shared_data / 'arabic_speech_commands'}",
+                f"--output_folder={tmp_path / 'random'}",
+                "--number_of_epochs=2",
+                "--noprogressbar",
+            ]
         )
     finally:
         torch.set_num_threads(threads)

@@ -16,8 +16,12 @@ from speechbrain_w2vbert_sv.inference.wespeaker_export import wespeaker_state_di
 from speechbrain_w2vbert_sv.training.checkpoints import init_from_checkpoint
 from tests.integration.test_prune_recipe import DATA, MODEL, run, stage2_model
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 64}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +53,49 @@ def test_stage_model_starts_as_the_imported_model(imported, tmp_path):
 
 def test_training_and_pruning_recipes_start_from_it(imported, tmp_path):
     # Stage 2 from the imported model: a fresh classifier for this data's speakers.
-    stdout = run("train.py", "stage2.yaml", tmp_path / "stage2", *MODEL, *DATA,
-                 f"--init_from={imported}", "--pooling_eps=1e-5", "--number_of_epochs=1",
-                 "--make_augment=null")
+    stdout = run(
+        "train.py",
+        "stage2.yaml",
+        tmp_path / "stage2",
+        *MODEL,
+        *DATA,
+        f"--init_from={imported}",
+        "--pooling_eps=1e-5",
+        "--number_of_epochs=1",
+        "--make_augment=null",
+    )
     assert "EER" in stdout
     assert (tmp_path / "stage2" / "save" / "label_encoder.txt").is_file()
     # Pruning with the imported model as the teacher, then fine-tuning the result.
-    run("prune.py", "prune.yaml", tmp_path / "prune", *MODEL, *DATA,
-        f"--teacher={imported}", "--pooling_eps=1e-5", "--target_sparsity=0.6",
-        "--warmup_steps=10", "--prune_epochs=1", "--distill_epochs=1", "--gates_lr=0.5",
-        "--lambdas_lr=0.5")
+    run(
+        "prune.py",
+        "prune.yaml",
+        tmp_path / "prune",
+        *MODEL,
+        *DATA,
+        f"--teacher={imported}",
+        "--pooling_eps=1e-5",
+        "--target_sparsity=0.6",
+        "--warmup_steps=10",
+        "--prune_epochs=1",
+        "--distill_epochs=1",
+        "--gates_lr=0.5",
+        "--lambdas_lr=0.5",
+    )
     distilled = tmp_path / "prune" / "distilled"
     assert (distilled / "encoder" / "config.json").is_file()
-    stdout = run("train.py", "stage2.yaml", tmp_path / "finetune", *MODEL[2:], *DATA,
-                 f"--w2vbert_source={distilled / 'encoder'}", "--w2vbert_config={}",
-                 f"--init_from={distilled}",
-                 "--init_from_modules=[embedding_model]", "--pooling_eps=1e-5",
-                 "--number_of_epochs=0")
+    stdout = run(
+        "train.py",
+        "stage2.yaml",
+        tmp_path / "finetune",
+        *MODEL[2:],
+        *DATA,
+        f"--w2vbert_source={distilled / 'encoder'}",
+        "--w2vbert_config={}",
+        f"--init_from={distilled}",
+        "--init_from_modules=[embedding_model]",
+        "--pooling_eps=1e-5",
+        "--number_of_epochs=0",
+    )
     assert "EER" in stdout
     assert pathlib.Path(tmp_path / "finetune" / "save").is_dir()

@@ -53,8 +53,13 @@ def run(script, hparams, output_folder, *args):
     """Runs a recipe to the end; returns its stdout."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, str(RECIPES / script), str(HPARAMS / hparams),
-           f"--output_folder={output_folder}", *args]
+    cmd = [
+        sys.executable,
+        str(RECIPES / script),
+        str(HPARAMS / hparams),
+        f"--output_folder={output_folder}",
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (
         f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
@@ -65,11 +70,20 @@ def run(script, hparams, output_folder, *args):
 def stage2_model(tmp_path, **overrides):
     """The training recipe's stage-2 embedding model with the tiny configuration."""
     values = {
-        "output_folder": str(tmp_path / "unused"), "data_folder": None, "trials_folder": None,
-        "init_from": None, "w2vbert_source": None, "num_hidden_states": 3,
-        "hidden_size": 32, "embedding_size": 32,
-        "w2vbert_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                           "intermediate_size": 64},
+        "output_folder": str(tmp_path / "unused"),
+        "data_folder": None,
+        "trials_folder": None,
+        "init_from": None,
+        "w2vbert_source": None,
+        "num_hidden_states": 3,
+        "hidden_size": 32,
+        "embedding_size": 32,
+        "w2vbert_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+        },
     }
     values.update(overrides)
     with open(HPARAMS / "stage2.yaml", encoding="utf-8") as f:
@@ -79,14 +93,33 @@ def stage2_model(tmp_path, **overrides):
 @pytest.fixture(scope="module")
 def pruned_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prune")
-    run("train.py", "stage2.yaml", tmp / "teacher", *MODEL, *DATA, "--init_from=null",
-        "--number_of_epochs=1", "--lr=0.01", "--make_augment=null")
+    run(
+        "train.py",
+        "stage2.yaml",
+        tmp / "teacher",
+        *MODEL,
+        *DATA,
+        "--init_from=null",
+        "--number_of_epochs=1",
+        "--lr=0.01",
+        "--make_augment=null",
+    )
     # A high gate rate removes units within the 60 steps; a low multiplier rate keeps
     # the overshoot past the target small.
-    stdout = run("prune.py", "prune.yaml", tmp / "prune", *MODEL, *DATA,
-                 f"--teacher={tmp / 'teacher'}", f"--target_sparsity={TARGET_SPARSITY}",
-                 "--warmup_steps=20", "--prune_epochs=6", "--distill_epochs=1",
-                 "--gates_lr=0.5", "--lambdas_lr=0.04")
+    stdout = run(
+        "prune.py",
+        "prune.yaml",
+        tmp / "prune",
+        *MODEL,
+        *DATA,
+        f"--teacher={tmp / 'teacher'}",
+        f"--target_sparsity={TARGET_SPARSITY}",
+        "--warmup_steps=20",
+        "--prune_epochs=6",
+        "--distill_epochs=1",
+        "--gates_lr=0.5",
+        "--lambdas_lr=0.04",
+    )
     return tmp, stdout
 
 
@@ -100,8 +133,8 @@ def test_materialised_model_matches_the_gates(pruned_run):
     term (the controller's output replaced by zero) the same commands reached 0.041.
     """
     tmp, _ = pruned_run
-    from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint
     from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert
+    from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, init_from_checkpoint
 
     hparams = stage2_model(tmp)
     teacher = hparams["embedding_model"]
@@ -140,8 +173,9 @@ def test_pruned_checkpoint_loads_in_the_speaker_model(pruned_run):
 
     for name in ("pruned", "distilled"):
         folder = tmp / "prune" / name
-        model = stage2_model(tmp, w2vbert_source=str(folder / "encoder"),
-                             w2vbert_config={})["embedding_model"]
+        model = stage2_model(tmp, w2vbert_source=str(folder / "encoder"), w2vbert_config={})[
+            "embedding_model"
+        ]
         init_from_checkpoint(folder, {"embedding_model": model})  # strict
         assert type(model.backbone.model).__name__ == "PrunedWav2Vec2BertModel"
     teacher = stage2_model(tmp)["embedding_model"]
@@ -156,10 +190,18 @@ def test_pruned_checkpoint_loads_in_the_speaker_model(pruned_run):
     assert embeddings.shape == (2, 1, 32) and torch.isfinite(embeddings).all()
 
     # One epoch of fine-tuning with the training recipe, then its test.
-    stdout = run("train.py", "stage2.yaml", tmp / "finetune", *MODEL[2:], *DATA,
-                 f"--w2vbert_source={tmp / 'prune' / 'distilled' / 'encoder'}",
-                 "--w2vbert_config={}", f"--init_from={tmp / 'prune' / 'distilled'}",
-                 "--number_of_epochs=1", "--make_augment=null")
+    stdout = run(
+        "train.py",
+        "stage2.yaml",
+        tmp / "finetune",
+        *MODEL[2:],
+        *DATA,
+        f"--w2vbert_source={tmp / 'prune' / 'distilled' / 'encoder'}",
+        "--w2vbert_config={}",
+        f"--init_from={tmp / 'prune' / 'distilled'}",
+        "--number_of_epochs=1",
+        "--make_augment=null",
+    )
     assert "synthetic_trials.txt" in dict(EER_LINE.findall(stdout))
 
 
@@ -174,14 +216,30 @@ def test_pruned_outputs_and_their_fine_tuning_export_with_one_command(pruned_run
     from speechbrain_w2vbert_sv.training.checkpoints import init_from_checkpoint
 
     encoder = tmp / "prune" / "distilled" / "encoder"
-    run("train.py", "stage2.yaml", tmp / "tuned", *MODEL[2:], *DATA,
-        f"--w2vbert_source={encoder}", "--w2vbert_config={}",
-        f"--init_from={tmp / 'prune' / 'distilled'}", "--number_of_epochs=1",
-        "--make_augment=null")
-    run("train.py", "stage2.yaml", tmp / "scored", *MODEL[2:], *DATA,
-        f"--w2vbert_source={encoder}", "--w2vbert_config={}",
-        f"--init_from={tmp / 'prune' / 'distilled'}", "--number_of_epochs=0",
-        "--make_augment=null")
+    run(
+        "train.py",
+        "stage2.yaml",
+        tmp / "tuned",
+        *MODEL[2:],
+        *DATA,
+        f"--w2vbert_source={encoder}",
+        "--w2vbert_config={}",
+        f"--init_from={tmp / 'prune' / 'distilled'}",
+        "--number_of_epochs=1",
+        "--make_augment=null",
+    )
+    run(
+        "train.py",
+        "stage2.yaml",
+        tmp / "scored",
+        *MODEL[2:],
+        *DATA,
+        f"--w2vbert_source={encoder}",
+        "--w2vbert_config={}",
+        f"--init_from={tmp / 'prune' / 'distilled'}",
+        "--number_of_epochs=0",
+        "--make_augment=null",
+    )
     wavs, lens = 0.1 * torch.randn(2, 8000), torch.tensor([1.0, 0.7])
     for folder in (tmp / "prune" / "pruned", tmp / "prune" / "distilled", tmp / "tuned"):
         out = tmp / "exports" / folder.name
@@ -197,8 +255,7 @@ def test_pruned_outputs_and_their_fine_tuning_export_with_one_command(pruned_run
         init_from_checkpoint(folder, {"embedding_model": reference})
         with torch.no_grad():
             expected = reference.eval()(wavs, lens)
-        torch.testing.assert_close(exported.encode_batch(wavs, lens), expected, atol=1e-5,
-                                   rtol=0)
+        torch.testing.assert_close(exported.encode_batch(wavs, lens), expected, atol=1e-5, rtol=0)
     with pytest.raises(SystemExit) as error:
         main(["export", "--run", str(tmp / "scored"), "--output", str(tmp / "exports" / "x")])
     assert "no checkpoint found" in error.value.code

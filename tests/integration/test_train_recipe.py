@@ -76,9 +76,9 @@ def run_recipe(output_folder, *args, hparams=QUICKSTART, launcher=(sys.executabl
     proc = subprocess.run(
         cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
     )
-    assert (
-        proc.returncode == 0
-    ), f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return proc.stdout
 
 
@@ -286,7 +286,11 @@ def test_stage_two_starts_from_stage_one_with_lora_merged(tmp_path):
     stage-2 model starts with the stage-1 model's embeddings and classifier."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, best_checkpoint, init_from_checkpoint
+    from speechbrain_w2vbert_sv.training.checkpoints import (
+        AtomicCheckpointer,
+        best_checkpoint,
+        init_from_checkpoint,
+    )
 
     hparams = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams"
     stage1 = tmp_path / "stage1"

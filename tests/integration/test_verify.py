@@ -20,7 +20,9 @@ ASC = "arabic_speech_commands"
 
 
 def _verify_main():
-    spec = importlib.util.spec_from_file_location("verify", REPO / "recipes" / "VoxCeleb" / "verify.py")
+    spec = importlib.util.spec_from_file_location(
+        "verify", REPO / "recipes" / "VoxCeleb" / "verify.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
@@ -36,11 +38,17 @@ def setup(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
     make_training_run(root / "run")
     exported = export_model(root / "run", root / "exported", check=False)
-    lines = (shared_data / ASC / "trials" / "val_speakers_text_independent.txt").read_text().splitlines()
+    lines = (
+        (shared_data / ASC / "trials" / "val_speakers_text_independent.txt")
+        .read_text()
+        .splitlines()
+    )
     lines = [f"{label} {ASC}/{a} {ASC}/{b}" for label, a, b in (line.split() for line in lines)]
     fsdd = sorted((shared_data / "fsdd" / "recordings").glob("*_jackson_*.flac"))[:2]
     fsdd = [f"fsdd/recordings/{p.name}" for p in fsdd]
-    test = lines[:14] + lines[-14:] + [f"1 {fsdd[0]} {fsdd[1]}", f"0 {fsdd[0]} {lines[0].split()[1]}"]
+    test = (
+        lines[:14] + lines[-14:] + [f"1 {fsdd[0]} {fsdd[1]}", f"0 {fsdd[0]} {lines[0].split()[1]}"]
+    )
     (root / "test.txt").write_text("\n".join(test) + "\n")
     (root / "calib.txt").write_text("\n".join(lines[100:130] + lines[-130:-100]) + "\n")
     cohort = (shared_data / ASC / "train.csv").read_text().splitlines()
@@ -51,12 +59,20 @@ def setup(shared_data, tmp_path_factory):
 def test_verify_end_to_end(setup, shared_data):
     root, exported = setup
     output = root / "out"
-    results = _verify_main()([
-        str(VERIFY_YAML), f"--model={exported}", f"--trials={root / 'test.txt'}",
-        f"--data_folder={shared_data}", f"--output_folder={output}",
-        f"--cohort_list={root / 'cohort.csv'}", f"--cohort_data_folder={shared_data / ASC}",
-        "--cohort_top_n=10", f"--calibration_trials={root / 'calib.txt'}", "--name=ASC",
-    ])
+    results = _verify_main()(
+        [
+            str(VERIFY_YAML),
+            f"--model={exported}",
+            f"--trials={root / 'test.txt'}",
+            f"--data_folder={shared_data}",
+            f"--output_folder={output}",
+            f"--cohort_list={root / 'cohort.csv'}",
+            f"--cohort_data_folder={shared_data / ASC}",
+            "--cohort_top_n=10",
+            f"--calibration_trials={root / 'calib.txt'}",
+            "--name=ASC",
+        ]
+    )
     labels = [line.split()[0] for line in (root / "test.txt").read_text().splitlines()]
     n_target, n_nontarget = labels.count("1"), labels.count("0")
     assert list(results) == ["ASC cosine", "ASC asnorm", "ASC qmf"]
@@ -82,15 +98,24 @@ def test_verify_end_to_end(setup, shared_data):
     assert trials.labels.tolist() == [int(label) for label in labels]
     model = W2VBertSpeakerRecognition.from_hparams(source=str(exported))
     for i in [0, 13, 20, 28, 29]:  # the last two involve the 8 kHz FSDD clips
-        enroll, test = trials.utterances[trials.enroll_index[i]], trials.utterances[trials.test_index[i]]
+        enroll, test = (
+            trials.utterances[trials.enroll_index[i]],
+            trials.utterances[trials.test_index[i]],
+        )
         expected, _ = model.verify_files(shared_data / enroll, shared_data / test)
         assert abs(scores[i] - float(expected)) < 1e-4
 
     # A training output folder works as --model (LoRA merged on the fly).
-    from_run = _verify_main()([
-        str(VERIFY_YAML), f"--model={root / 'run'}", f"--trials={root / 'test.txt'}",
-        f"--data_folder={shared_data}", f"--output_folder={root / 'out_run'}", "--make_plots=False",
-    ])
+    from_run = _verify_main()(
+        [
+            str(VERIFY_YAML),
+            f"--model={root / 'run'}",
+            f"--trials={root / 'test.txt'}",
+            f"--data_folder={shared_data}",
+            f"--output_folder={root / 'out_run'}",
+            "--make_plots=False",
+        ]
+    )
     assert from_run["test.txt cosine"]["eer"] == pytest.approx(results["ASC cosine"]["eer"])
     _, run_scores = read_scores(root / "out_run" / "scores_cosine.txt")
     assert abs(run_scores - scores).max() < 1e-5
@@ -105,12 +130,19 @@ def test_bad_trial_lists_fail_before_embedding(setup, shared_data, monkeypatch, 
     monkeypatch.setattr(W2VBertSpeakerRecognition, "encode_files", no_embedding)
     good = (root / "test.txt").read_text().splitlines()
     missing = tmp_path / "missing.txt"
-    missing.write_text("\n".join(good[:2] + [f"1 {ASC}/dataset/five/nobody.flac {good[0].split()[1]}"] + good[2:4]) + "\n")
+    missing.write_text(
+        "\n".join(good[:2] + [f"1 {ASC}/dataset/five/nobody.flac {good[0].split()[1]}"] + good[2:4])
+        + "\n"
+    )
     empty = tmp_path / "empty.flac"
     empty.write_bytes(b"")
     missing.write_text(missing.read_text() + f"0 {good[0].split()[2]} {empty}\n")
-    args = [str(VERIFY_YAML), f"--model={exported}", f"--data_folder={shared_data}",
-            f"--output_folder={tmp_path / 'out'}"]
+    args = [
+        str(VERIFY_YAML),
+        f"--model={exported}",
+        f"--data_folder={shared_data}",
+        f"--output_folder={tmp_path / 'out'}",
+    ]
     with pytest.raises(ValueError) as error:
         _verify_main()(args + [f"--trials={missing}"])
     message = str(error.value)

@@ -112,8 +112,14 @@ def tokenizer_file(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tokenizer")
     (folder / "text.txt").write_text("\n".join(asc_transcripts(shared_data)) + "\n")
     sentencepiece.SentencePieceTrainer.train(
-        input=str(folder / "text.txt"), model_prefix=str(folder / "asc"), vocab_size=VOCAB,
-        model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        input=str(folder / "text.txt"),
+        model_prefix=str(folder / "asc"),
+        vocab_size=VOCAB,
+        model_type="unigram",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
         minloglevel=2,
     )
     return folder / "asc.model"
@@ -130,7 +136,8 @@ def librispeech_folders(tokenizer_file, tmp_path_factory):
     with open(yaml_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
     sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=str(yaml_file),
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=str(yaml_file),
         overrides=overrides,
     )
     normalize = hparams["normalize"]
@@ -154,7 +161,12 @@ def librispeech_folders(tokenizer_file, tmp_path_factory):
 
 def our_ctc_model():
     backbone = ConformerBackbone(
-        n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4, num_layers=2, d_ffn=64,
+        n_mels=40,
+        cnn_channels=(8, 8),
+        d_model=32,
+        nhead=4,
+        num_layers=2,
+        d_ffn=64,
         kernel_size=7,
     )
     return ConformerCTC(ConformerFbank(n_mels=40, norm_type="global"), backbone, VOCAB)
@@ -221,7 +233,9 @@ def test_ctc_layer_is_checked_against_the_checkpoint_tokens(librispeech_folders,
     )
     with pytest.raises(ValueError, match=rf"{VOCAB} outputs but .*label_encoder.txt has 3"):
         load_asr_checkpoint(
-            tmp_path, model=our_ctc_model(), checkpoint_modules=LIBRISPEECH_CHECKPOINT_MODULES,
+            tmp_path,
+            model=our_ctc_model(),
+            checkpoint_modules=LIBRISPEECH_CHECKPOINT_MODULES,
             strict=True,
         )
 
@@ -266,7 +280,8 @@ def test_adaptor_export_transcribes_with_sentencepiece(
     run = tmp_path / "adaptor"
     yaml_file = RECIPES / "hparams" / "conformer_adaptor.yaml"
     overrides = {
-        "data_folder": str(shared_data), "output_folder": str(run),
+        "data_folder": str(shared_data),
+        "output_folder": str(run),
         "asr_folder": str(sentencepiece_asr_folder),
     }
     with open(yaml_file, encoding="utf-8") as f:
@@ -313,23 +328,42 @@ def test_distillation_with_transcripts_and_sentencepiece(librispeech_folders, tm
     )
     student = MultiTaskSpeakerModel(
         ConformerFbank(n_mels=40),
-        ConformerBackbone(n_mels=40, cnn_channels=(8, 8), d_model=32, nhead=4, num_layers=2,
-                          d_ffn=64, kernel_size=7),
-        MFAHead(3, 32, 4, 4, 8), vocab_size=VOCAB,
+        ConformerBackbone(
+            n_mels=40,
+            cnn_channels=(8, 8),
+            d_model=32,
+            nhead=4,
+            num_layers=2,
+            d_ffn=64,
+            kernel_size=7,
+        ),
+        MFAHead(3, 32, 4, 4, 8),
+        vocab_size=VOCAB,
     )
     opt = lambda params: torch.optim.AdamW(params, lr=1e-3)  # noqa: E731
     brain = ConformerDistillationBrain(
-        modules={"embedding_model": student,
-                 "classifier": Classifier(8, lin_blocks=0, out_neurons=2)},
-        hparams={"compute_cost": AAMSoftmaxLoss(), "backbone_opt_class": opt,
-                 "head_opt_class": opt, "teacher": teacher.freeze_model(),
-                 "asr_weight": 1.0, "asr_target": "transcript", "asr_tokens": str(pretrained),
-                 "blank_index": 0},
+        modules={
+            "embedding_model": student,
+            "classifier": Classifier(8, lin_blocks=0, out_neurons=2),
+        },
+        hparams={
+            "compute_cost": AAMSoftmaxLoss(),
+            "backbone_opt_class": opt,
+            "head_opt_class": opt,
+            "teacher": teacher.freeze_model(),
+            "asr_weight": 1.0,
+            "asr_target": "transcript",
+            "asr_tokens": str(pretrained),
+            "blank_index": 0,
+        },
         run_opts={"noprogressbar": True},
     )
-    data = DynamicItemDataset({
-        "a": {"words": "yes", "label": 0}, "b": {"words": "zoom_in left", "label": 1},
-    })
+    data = DynamicItemDataset(
+        {
+            "a": {"words": "yes", "label": 0},
+            "b": {"words": "zoom_in left", "label": 1},
+        }
+    )
     data.add_dynamic_item(lambda w: 0.1 * torch.randn(8000), takes="words", provides="sig")
     data.add_dynamic_item(lambda lab: torch.tensor([lab]), takes="label", provides="spk_label")
     data.set_output_keys(["id", "sig", "spk_label"])
@@ -343,7 +377,11 @@ def test_distillation_with_transcripts_and_sentencepiece(librispeech_folders, tm
     log_probs = predictions[0].log_probs
     frames = torch.full((2,), log_probs.shape[1], dtype=torch.long)
     expected = torch.nn.functional.ctc_loss(
-        log_probs.transpose(0, 1), torch.tensor(sum(targets, [])), frames,
-        torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True,
+        log_probs.transpose(0, 1),
+        torch.tensor(sum(targets, [])),
+        frames,
+        torch.tensor([len(t) for t in targets]),
+        blank=0,
+        zero_infinity=True,
     )
     assert abs(brain.aux_sums["asr_loss"] - float(expected.detach())) < 1e-4

@@ -9,7 +9,11 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
     Wav2Vec2BertSelfAttention,
 )
 
-from speechbrain_w2vbert_sv.lobes.attention import MemoryEfficientWav2Vec2BertSelfAttention, enable_memory_efficient_attention, relative_key_attention
+from speechbrain_w2vbert_sv.lobes.attention import (
+    MemoryEfficientWav2Vec2BertSelfAttention,
+    enable_memory_efficient_attention,
+    relative_key_attention,
+)
 
 LEFT, RIGHT = 8, 4
 # Shorter than the clamp range, equal to the band width, and several times longer.
@@ -123,12 +127,16 @@ def test_function_matches_naive_reference(chunk, query_len, key_len):
     table = torch.randn(LEFT + RIGHT + 1, 8)
     key_mask = torch.ones(2, 1, 1, key_len, dtype=torch.bool)
     key_mask[1, ..., key_len // 2 :] = False
-    expected = naive_relative_key_attention(
-        query, key, value, table, LEFT, RIGHT, key_mask
-    )
+    expected = naive_relative_key_attention(query, key, value, table, LEFT, RIGHT, key_mask)
     for mask in (key_mask, torch.zeros(key_mask.shape).masked_fill(~key_mask, -1e9)):
         got = relative_key_attention(
-            query, key, value, table, LEFT, RIGHT, attention_mask=mask,
+            query,
+            key,
+            value,
+            table,
+            LEFT,
+            RIGHT,
+            attention_mask=mask,
             query_chunk_size=chunk,
         )
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -215,8 +223,8 @@ def test_switch_is_idempotent_and_keeps_state_dict(tmp_path):
     assert enable_memory_efficient_attention(ours, enabled=False) == 0
     assert enable_memory_efficient_attention(ours, enabled=False) == 0
     assert all(
-        type(layer.self_attn) is Wav2Vec2BertSelfAttention and
-        "query_chunk_size" not in vars(layer.self_attn)
+        type(layer.self_attn) is Wav2Vec2BertSelfAttention
+        and "query_chunk_size" not in vars(layer.self_attn)
         for layer in ours.encoder.layers
     )
 
@@ -226,7 +234,9 @@ def test_peft_lora_before_or_after_switch(switch_first):
     peft = pytest.importorskip("peft")
     reference, _ = model_pair()
     lora = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["linear_q", "linear_v"],
+        r=4,
+        lora_alpha=8,
+        target_modules=["linear_q", "linear_v"],
         init_lora_weights=False,  # random B: the adapters change the output
     )
     ours = copy.deepcopy(reference)

@@ -20,9 +20,7 @@ from speechbrain_w2vbert_sv.data.csv_io import read_csv
 @pytest.fixture(scope="module")
 def lists(shared_data, tmp_path_factory):
     save = tmp_path_factory.mktemp("aug")
-    noise_csv = prepare_noise_csv(
-        shared_data / "arabic_speech_commands" / "background_noise", save
-    )
+    noise_csv = prepare_noise_csv(shared_data / "arabic_speech_commands" / "background_noise", save)
     rir_csv = prepare_rir_csv(synthesize_rirs(save / "rirs", rt60s=(0.3, 0.6))[0].parent, save)
     speech = sorted((shared_data / "arabic_speech_commands/dataset/yes").glob("*.flac"))[:8]
     babble_folder = save / "babble"

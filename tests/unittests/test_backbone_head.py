@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.lobes.heads import AttentiveStatisticsPooling, MFAHead
 from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 
 SMALL = {
     "hidden_size": 32,
@@ -73,9 +73,7 @@ def test_lora_merge_equivalence_and_save_reload(tmp_path):
     assert (out - reference).abs().max() < 1e-5
     # merging made a difference: the plain random encoder gives something else
     plain = W2VBertBackbone(config=SMALL).eval()
-    plain.load_state_dict(
-        {k: v for k, v in reloaded.state_dict().items()}, strict=True
-    )
+    plain.load_state_dict({k: v for k, v in reloaded.state_dict().items()}, strict=True)
     assert (plain(feats, lengths)[0] - reference).abs().max() < 1e-5
 
 

@@ -8,15 +8,19 @@ import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer, best_checkpoint, init_from_checkpoint
-from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
-from speechbrain_w2vbert_sv.training.schedules import WarmupDecaySchedule
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
 from speechbrain_w2vbert_sv.scoring.trials import Trials
+from speechbrain_w2vbert_sv.training.checkpoints import (
+    AtomicCheckpointer,
+    best_checkpoint,
+    init_from_checkpoint,
+)
+from speechbrain_w2vbert_sv.training.schedules import WarmupDecaySchedule
+from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 
 TINY_CONFIG = {
     "hidden_size": 16,

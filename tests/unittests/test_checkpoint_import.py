@@ -16,8 +16,13 @@ from speechbrain_w2vbert_sv.inference.interface import load_model
 from speechbrain_w2vbert_sv.inference.wespeaker_export import export_wespeaker
 from tests.wespeaker_peer import load_wespeaker_folder, wespeaker_embed, wespeaker_modules
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 64, "layerdrop": 0.0}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "layerdrop": 0.0,
+}
 EMBED, ADAPTER = 16, 8
 ATOL = 1e-4
 # 16000 samples give 98 fbank frames (49 stacked), 16160 give 99: WeSpeaker's
@@ -30,8 +35,9 @@ def peer():
     try:
         return wespeaker_modules()
     except ImportError:
-        pytest.skip("wespeaker-unofficial not installed (pip install --no-deps "
-                    "wespeaker-unofficial==0.0.2)")
+        pytest.skip(
+            "wespeaker-unofficial not installed (pip install --no-deps wespeaker-unofficial==0.0.2)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +54,17 @@ def build_wespeaker(peer, encoder_folder, seed=1, lora=None):
     """WeSpeaker's model, built as its loader does, with random head and statistics."""
     torch.manual_seed(seed)
     model = peer.mfa.W2VBert_Adapter_MFA(
-        feat_dim=TINY["hidden_size"], embed_dim=EMBED, adapter_dim=ADAPTER,
+        feat_dim=TINY["hidden_size"],
+        embed_dim=EMBED,
+        adapter_dim=ADAPTER,
         num_frontend_hidden_layers=TINY["num_hidden_layers"],
     )
     frontend = peer.frontend.W2VBertFrontend(
-        model_name=str(encoder_folder), download_dir=str(encoder_folder), frozen=True,
-        use_lora=lora is not None, lora_config_args=lora,
+        model_name=str(encoder_folder),
+        download_dir=str(encoder_folder),
+        frozen=True,
+        use_lora=lora is not None,
+        lora_config_args=lora,
     )
     model.add_module("frontend", frontend)
     with torch.no_grad():
@@ -74,8 +85,10 @@ def save_wespeaker(model, folder, lora=None, wrap=False):
     args = {"model_name": "facebook/w2v-bert-2.0", "frozen": True, "use_lora": lora is not None}
     if lora:
         args["lora_config_args"] = lora
-    config = {"model": "W2VBert_Adapter_MFA", "dataset_args": {
-        "frontend": "w2vbert", "resample_rate": 16000, "w2vbert_args": args}}
+    config = {
+        "model": "W2VBert_Adapter_MFA",
+        "dataset_args": {"frontend": "w2vbert", "resample_rate": 16000, "w2vbert_args": args},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder
 
@@ -107,8 +120,9 @@ def test_wespeaker_import_matches_wespeaker(reference):
     assert (other - wespeaker_embed(model, wavs_of(EVEN))).abs().max() > 100 * ATOL
     # SpeechBrain's stock class reads the folder, and the card is there.
     stock = EncoderClassifier.from_hparams(source=str(imported))
-    torch.testing.assert_close(stock.encode_batch(wavs_of(EVEN)),
-                               ours.encode_batch(wavs_of(EVEN)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        stock.encode_batch(wavs_of(EVEN)), ours.encode_batch(wavs_of(EVEN)), atol=1e-6, rtol=0
+    )
     card = (imported / "README.md").read_text()
     assert "wespeaker" in card and "Apache-2.0" in card and "from_hparams" in card
 
@@ -137,8 +151,9 @@ def test_lora_and_merged_checkpoints_import_alike(peer, encoder_folder, tmp_path
     with torch.no_grad():
         expected = wespeaker_embed(model, wavs)
     lora_folder = save_wespeaker(model, tmp_path / "lora", lora=lora)
-    assert any("base_model.model" in k and "lora_A" in k
-               for k in torch.load(lora_folder / "avg_model.pt"))
+    assert any(
+        "base_model.model" in k and "lora_A" in k for k in torch.load(lora_folder / "avg_model.pt")
+    )
     model.frontend.encoder = model.frontend.encoder.merge_and_unload()
     model.frontend.use_lora = False
     merged_folder = save_wespeaker(model, tmp_path / "merged")
@@ -150,8 +165,9 @@ def test_lora_and_merged_checkpoints_import_alike(peer, encoder_folder, tmp_path
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    torch.testing.assert_close(load_model(from_lora).encode_batch(wavs)[:, 0], expected,
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        load_model(from_lora).encode_batch(wavs)[:, 0], expected, atol=ATOL, rtol=0
+    )
     assert "scaling alpha/r = 3" in (from_lora / "hyperparams.yaml").read_text()
     # alpha is read from the configuration: WeSpeaker's default (32) gives other weights.
     config = yaml.safe_load((lora_folder / "config.yaml").read_text())
@@ -171,8 +187,9 @@ def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
     theirs = load_wespeaker_folder(str(exported))
     wavs = wavs_of(EVEN, batch=2, seed=3)
     with torch.no_grad():
-        torch.testing.assert_close(wespeaker_embed(theirs, wavs), ours.encode_batch(wavs)[:, 0],
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            wespeaker_embed(theirs, wavs), ours.encode_batch(wavs)[:, 0], atol=ATOL, rtol=0
+        )
     card = (exported / "README.md").read_text()  # the source's card, WeSpeaker's usage
     assert "Apache-2.0" in card and "wespeaker.load_model" in card and "from_hparams" not in card
     again = import_checkpoint(exported, "wespeaker", tmp_path / "again")
@@ -180,6 +197,7 @@ def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
     second = torch.load(again / "embedding_model.ckpt")
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
     def settings(folder):  # hyperparams.yaml without its header comments
         text = (folder / "hyperparams.yaml").read_text()
         return [line for line in text.splitlines() if not line.startswith("#")]
@@ -189,8 +207,10 @@ def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
 
 def paper_checkpoint(model, path, classifier=True):
     """A checkpoint in the paper code's layout, from WeSpeaker's model (the same network)."""
-    spk_model = {k.replace("frontend.encoder.", "front.encoder.", 1): v
-                 for k, v in model.state_dict().items()}
+    spk_model = {
+        k.replace("frontend.encoder.", "front.encoder.", 1): v
+        for k, v in model.state_dict().items()
+    }
     modules = {"spk_model": spk_model}
     if classifier:
         modules["classifier"] = {"weight": torch.randn(10, EMBED)}
@@ -203,8 +223,13 @@ def paper_reference(model, wavs):
     without attention mask (the paper's code calls the feature projection and the layers
     one by one, which is HF's forward without a mask), the MFA head."""
     extractor = model.frontend.processor
-    feats = extractor(wavs[0].numpy(), sampling_rate=16000, return_tensors="pt",
-                      padding=False, return_attention_mask=False).input_features
+    feats = extractor(
+        wavs[0].numpy(),
+        sampling_rate=16000,
+        return_tensors="pt",
+        padding=False,
+        return_attention_mask=False,
+    ).input_features
     encoder = model.frontend.encoder.base_model.model
     return model(encoder(feats, output_hidden_states=True).hidden_states)[1]
 
@@ -222,8 +247,9 @@ spk_model: !new:local.spk_model.Audio2Vec_based_Adapter
 
 
 def test_paper_format_matches_its_inference(peer, encoder_folder, tmp_path):
-    model = build_wespeaker(peer, encoder_folder, seed=3,
-                            lora={"r": 4, "lora_alpha": 6, "lora_dropout": 0.0})
+    model = build_wespeaker(
+        peer, encoder_folder, seed=3, lora={"r": 4, "lora_alpha": 6, "lora_dropout": 0.0}
+    )
     wavs = wavs_of(2 * EVEN)
     with torch.no_grad():
         expected = paper_reference(model, wavs)
@@ -241,8 +267,12 @@ def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
     from speechbrain_w2vbert_sv.pruning import PrunedWav2Vec2BertConfig, PrunedWav2Vec2BertModel
 
     config = PrunedWav2Vec2BertConfig(
-        **TINY, layer_attention_heads=[4, 1], layer_ffn1_units=[64, 16],
-        layer_ffn2_units=[24, 64], layer_conv_channels=[32, 8])
+        **TINY,
+        layer_attention_heads=[4, 1],
+        layer_ffn1_units=[64, 16],
+        layer_ffn2_units=[24, 64],
+        layer_conv_channels=[32, 8],
+    )
     torch.manual_seed(4)
     encoder = PrunedWav2Vec2BertModel(config).eval()
     del encoder.masked_spec_embed
@@ -256,9 +286,16 @@ def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
     for key, value in head.state_dict().items():
         key = key.replace("adapters.", "adapter_layers.").replace("embedding.", "bottleneck.")
         state[key] = value
-    torch.save({"modules": {"spk_model": {k.replace("frontend.encoder.", "front.encoder.", 1):
-                                          v for k, v in state.items()}}},
-               tmp_path / "pruned.pth")
+    torch.save(
+        {
+            "modules": {
+                "spk_model": {
+                    k.replace("frontend.encoder.", "front.encoder.", 1): v for k, v in state.items()
+                }
+            }
+        },
+        tmp_path / "pruned.pth",
+    )
     out = import_checkpoint(tmp_path / "pruned.pth", "paper", tmp_path / "imported")
     ours = load_model(out)
     assert ours.mods.embedding_model.backbone.model.config.layer_ffn2_units == [24, 64]
@@ -278,15 +315,18 @@ def _rewrite(folder, edit):
     torch.save(state, folder / "avg_model.pt")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("unknown", "unknown keys for the wespeaker format: extra.weight"),
-    ("mixed", "mixed key sets: LoRA-wrapped encoder keys"),
-    ("adapters", "the head has 2 layer adapters but the encoder returns 3 hidden states"),
-    ("shape", "shape mismatch: bottleneck.weight is (16, 40) in the checkpoint but (16, 48)"),
-    ("truncated", "not a complete PyTorch checkpoint"),
-    ("text", "not a PyTorch checkpoint"),
-    ("no_config", "config.yaml: missing"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown", "unknown keys for the wespeaker format: extra.weight"),
+        ("mixed", "mixed key sets: LoRA-wrapped encoder keys"),
+        ("adapters", "the head has 2 layer adapters but the encoder returns 3 hidden states"),
+        ("shape", "shape mismatch: bottleneck.weight is (16, 40) in the checkpoint but (16, 48)"),
+        ("truncated", "not a complete PyTorch checkpoint"),
+        ("text", "not a PyTorch checkpoint"),
+        ("no_config", "config.yaml: missing"),
+    ],
+)
 def test_bad_wespeaker_inputs_fail_before_writing(reference, tmp_path, case, message):
     _, source, _ = reference
     folder = tmp_path / "model"
@@ -296,10 +336,12 @@ def test_bad_wespeaker_inputs_fail_before_writing(reference, tmp_path, case, mes
     if case == "unknown":
         _rewrite(folder, lambda s: s.update({"extra.weight": torch.ones(1)}))
     elif case == "mixed":
+
         def wrap_one(state):
             key = "frontend.encoder.encoder.layers.0.ffn1.output_dense.weight"
             wrapped = key.replace("encoder.encoder", "encoder.base_model.model.encoder")
             state[wrapped] = state.pop(key)
+
         _rewrite(folder, wrap_one)
     elif case == "adapters":
         _rewrite(folder, lambda s: [s.pop(k) for k in list(s) if k.startswith("adapter_layers.2.")])
@@ -341,10 +383,18 @@ def test_command_line(reference, tmp_path, capsys):
         soundfile.write(tmp_path / name, wavs_of(EVEN, seed=seed)[0].numpy(), 16000)
     main(["verify", "--model", str(out), str(tmp_path / "a.wav"), str(tmp_path / "b.wav")])
     assert "score=" in capsys.readouterr().out
-    main(["export", "--format", "wespeaker", "--model", str(out), "--output",
-          str(tmp_path / "ws")])
+    main(["export", "--format", "wespeaker", "--model", str(out), "--output", str(tmp_path / "ws")])
     assert (tmp_path / "ws" / "avg_model.pt").is_file()
     with pytest.raises(SystemExit) as error:
-        main(["import", "--format", "paper", "--checkpoint", str(source / "config.yaml"),
-              "--output", str(tmp_path / "x")])
+        main(
+            [
+                "import",
+                "--format",
+                "paper",
+                "--checkpoint",
+                str(source / "config.yaml"),
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
     assert "w2vbert-sv import: error:" in str(error.value)

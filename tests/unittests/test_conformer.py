@@ -21,12 +21,16 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
-from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
 from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC, load_asr_checkpoint
+from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
 from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
-from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillationBrain, MultiTaskSpeakerModel, ctc_posterior_kl
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 from speechbrain_w2vbert_sv.lobes.speaker_adaptor import SpeakerAdaptorModel
+from speechbrain_w2vbert_sv.training.asr_distillation import (
+    ConformerDistillationBrain,
+    MultiTaskSpeakerModel,
+    ctc_posterior_kl,
+)
 
 N_MELS, VOCAB = 40, 7
 ENCODER = dict(d_model=32, nhead=4, d_ffn=64, kernel_size=7)
@@ -35,15 +39,29 @@ ENCODER = dict(d_model=32, nhead=4, d_ffn=64, kernel_size=7)
 def speechbrain_asr(num_layers=2):
     """A tiny ASR Conformer of SpeechBrain's classes, as its LibriSpeech recipes build it."""
     cnn = ConvolutionFrontEnd(
-        input_shape=(8, 10, N_MELS), num_blocks=2, num_layers_per_block=1,
-        out_channels=(8, 8), kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False),
+        input_shape=(8, 10, N_MELS),
+        num_blocks=2,
+        num_layers_per_block=1,
+        out_channels=(8, 8),
+        kernel_sizes=(3, 3),
+        strides=(2, 2),
+        residuals=(False, False),
     )
     transformer = TransformerASR(
-        tgt_vocab=VOCAB, input_size=N_MELS // 4 * 8, d_model=ENCODER["d_model"],
-        nhead=ENCODER["nhead"], num_encoder_layers=num_layers, num_decoder_layers=1,
-        d_ffn=ENCODER["d_ffn"], kernel_size=ENCODER["kernel_size"], dropout=0.1,
-        activation=torch.nn.GELU, encoder_module="conformer", attention_type="RelPosMHAXL",
-        normalize_before=True, causal=False,
+        tgt_vocab=VOCAB,
+        input_size=N_MELS // 4 * 8,
+        d_model=ENCODER["d_model"],
+        nhead=ENCODER["nhead"],
+        num_encoder_layers=num_layers,
+        num_decoder_layers=1,
+        d_ffn=ENCODER["d_ffn"],
+        kernel_size=ENCODER["kernel_size"],
+        dropout=0.1,
+        activation=torch.nn.GELU,
+        encoder_module="conformer",
+        attention_type="RelPosMHAXL",
+        normalize_before=True,
+        causal=False,
     )
     seq_lin = Linear(input_size=ENCODER["d_model"], n_neurons=VOCAB)
     ctc_lin = Linear(input_size=ENCODER["d_model"], n_neurons=VOCAB)
@@ -131,8 +149,10 @@ def test_normaliser_statistics_must_match_the_front_end(asr_checkpoint):
 
 def test_sentence_normalisation_matches_speechbrain_on_real_speech(shared_data):
     folder = shared_data / "arabic_speech_commands" / "dataset"
-    wavs = [load_audio(folder / "five" / "00000007_NO_01.flac")[:12000],
-            load_audio(folder / "send" / "00000007_NO_02.flac")]
+    wavs = [
+        load_audio(folder / "five" / "00000007_NO_01.flac")[:12000],
+        load_audio(folder / "send" / "00000007_NO_02.flac"),
+    ]
     batch = torch.zeros(2, 16000)
     for row, wav in zip(batch, wavs):
         row[: len(wav)] = wav
@@ -150,8 +170,9 @@ def adaptor_pair(folder):
     alone.load_asr_checkpoint(folder, strict=True)
     inner = our_asr()
     inner.load_asr_checkpoint(folder, strict=True)
-    head = MFAHead(num_hidden_states=3, input_size=32, adapter_size=4,
-                   attention_channels=4, embedding_size=8)
+    head = MFAHead(
+        num_hidden_states=3, input_size=32, adapter_size=4, attention_channels=4, embedding_size=8
+    )
     return alone.eval(), SpeakerAdaptorModel(inner, head)
 
 
@@ -202,7 +223,8 @@ def test_student_initialised_from_teacher_starts_with_zero_asr_loss(asr_checkpoi
     student = MultiTaskSpeakerModel(
         ConformerFbank(n_mels=N_MELS, norm_type="global"),
         ConformerBackbone(n_mels=N_MELS, cnn_channels=(8, 8), num_layers=2, **ENCODER),
-        MFAHead(3, 32, 4, 4, 8), vocab_size=VOCAB,
+        MFAHead(3, 32, 4, 4, 8),
+        vocab_size=VOCAB,
     )
     load_asr_checkpoint(folder, model=student, strict=True)
     student.eval()
@@ -274,24 +296,35 @@ def test_distillation_with_transcripts_uses_ctc_on_the_words(tmp_path):
     student = MultiTaskSpeakerModel(
         ConformerFbank(n_mels=N_MELS),
         ConformerBackbone(n_mels=N_MELS, cnn_channels=(8, 8), num_layers=2, **ENCODER),
-        MFAHead(3, 32, 4, 4, 8), vocab_size=VOCAB,
+        MFAHead(3, 32, 4, 4, 8),
+        vocab_size=VOCAB,
     )
     teacher = our_asr(norm_type="sentence").freeze_model()
     opt = lambda params: torch.optim.AdamW(params, lr=1e-3)  # noqa: E731
     brain = ConformerDistillationBrain(
-        modules={"embedding_model": student,
-                 "classifier": Classifier(8, lin_blocks=0, out_neurons=2)},
-        hparams={"compute_cost": AAMSoftmaxLoss(), "backbone_opt_class": opt,
-                 "head_opt_class": opt, "teacher": teacher, "asr_weight": 1.0,
-                 "asr_target": "transcript",
-                 "asr_label_encoder_file": str(tmp_path / "label_encoder.txt")},
+        modules={
+            "embedding_model": student,
+            "classifier": Classifier(8, lin_blocks=0, out_neurons=2),
+        },
+        hparams={
+            "compute_cost": AAMSoftmaxLoss(),
+            "backbone_opt_class": opt,
+            "head_opt_class": opt,
+            "teacher": teacher,
+            "asr_weight": 1.0,
+            "asr_target": "transcript",
+            "asr_label_encoder_file": str(tmp_path / "label_encoder.txt"),
+        },
         run_opts={"noprogressbar": True},
     )
-    data = DynamicItemDataset({
-        "a": {"words": "yes", "label": 0}, "b": {"words": "left right", "label": 1},
-    })
+    data = DynamicItemDataset(
+        {
+            "a": {"words": "yes", "label": 0},
+            "b": {"words": "left right", "label": 1},
+        }
+    )
     data.add_dynamic_item(lambda w: 0.1 * torch.randn(8000), takes="words", provides="sig")
-    data.add_dynamic_item(lambda l: torch.tensor([l]), takes="label", provides="spk_label")
+    data.add_dynamic_item(lambda label: torch.tensor([label]), takes="label", provides="spk_label")
     data.set_output_keys(["id", "sig", "spk_label"])
     import speechbrain as sb
 
@@ -306,8 +339,12 @@ def test_distillation_with_transcripts_uses_ctc_on_the_words(tmp_path):
     targets = [encoder.encode_sequence(w.split()) for w in batch.words]
     frames = torch.full((2,), out.log_probs.shape[1], dtype=torch.long)
     expected_ctc = torch.nn.functional.ctc_loss(
-        out.log_probs.transpose(0, 1), torch.tensor(sum(targets, [])), frames,
-        torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True,
+        out.log_probs.transpose(0, 1),
+        torch.tensor(sum(targets, [])),
+        frames,
+        torch.tensor([len(t) for t in targets]),
+        blank=0,
+        zero_infinity=True,
     )
     expected_ctc, loss = float(expected_ctc.detach()), float(loss.detach())
     assert abs(brain.aux_sums["asr_loss"] - expected_ctc) < 1e-4

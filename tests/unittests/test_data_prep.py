@@ -10,7 +10,6 @@ import soundfile
 
 from speechbrain_w2vbert_sv.data import corpus
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
-from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.data.generic import (
     prepare_arabic_speech_commands,
     prepare_folder_corpus,
@@ -23,6 +22,7 @@ from speechbrain_w2vbert_sv.data.voxceleb import (
     prepare_voxceleb,
     trial_list_speakers,
 )
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
 
 def _write(path, data, rate=16000, subtype=None):

@@ -36,10 +36,31 @@ def onnx_files(exported, tmp_path_factory):
     """fp32 and int8 waveform-in files written by the command line."""
     root = tmp_path_factory.mktemp("onnx")
     files = {"fp32": root / "model.onnx", "int8": root / "model_int8.onnx"}
-    cli_main(["onnx", "--model", str(exported), "--device", "cpu", "--waveform",
-              "--output", str(files["fp32"])])
-    cli_main(["onnx", "--model", str(exported), "--device", "cpu", "--waveform", "--int8",
-              "--output", str(files["int8"])])
+    cli_main(
+        [
+            "onnx",
+            "--model",
+            str(exported),
+            "--device",
+            "cpu",
+            "--waveform",
+            "--output",
+            str(files["fp32"]),
+        ]
+    )
+    cli_main(
+        [
+            "onnx",
+            "--model",
+            str(exported),
+            "--device",
+            "cpu",
+            "--waveform",
+            "--int8",
+            "--output",
+            str(files["int8"]),
+        ]
+    )
     return files
 
 
@@ -57,7 +78,7 @@ def real_speech_batch(shared_data, count=5, seed=0):
     for i, wav in enumerate(wavs):
         batch[i, : len(wav)] = wav
     # Padding beyond each utterance must not matter, even NaN.
-    batch[0, len(wavs[0]):] = float("nan")
+    batch[0, len(wavs[0]) :] = float("nan")
     return batch, torch.tensor([len(w) / longest for w in wavs]), wavs
 
 
@@ -76,10 +97,16 @@ def test_front_end_graph_matches_hf_extractor_on_real_speech(shared_data, tmp_pa
     graph = GraphFbank(W2VBertFbank()).eval()
     path = tmp_path / "fbank.onnx"
     torch.onnx.export(
-        graph, (wavs[:2], lens[:2]), str(path), input_names=["wavs", "wav_lens"],
-        output_names=["feats", "feat_lens"], dynamo=True,
-        dynamic_shapes=({0: torch.export.Dim("batch"), 1: torch.export.Dim("samples", min=560)},
-                        {0: torch.export.Dim("batch")}),
+        graph,
+        (wavs[:2], lens[:2]),
+        str(path),
+        input_names=["wavs", "wav_lens"],
+        output_names=["feats", "feat_lens"],
+        dynamo=True,
+        dynamic_shapes=(
+            {0: torch.export.Dim("batch"), 1: torch.export.Dim("samples", min=560)},
+            {0: torch.export.Dim("batch")},
+        ),
     )
     feats, feat_lens = onnxruntime.InferenceSession(str(path)).run(
         None, {"wavs": wavs.numpy(), "wav_lens": lens.numpy()}
@@ -146,12 +173,18 @@ def test_int8_folder_round_trip(exported, tmp_path, shared_data):
     fp32 = load_model(exported, run_opts={"device": "cpu"})
     loaded = load_model(out, run_opts={"device": "cpu"})
     in_memory = quantize_dynamic_int8(fp32.mods.embedding_model)
-    assert type(loaded.mods.embedding_model.head.pooling).__name__ == type(
-        in_memory.head.pooling).__name__
-    quantized_layers = [m for m in loaded.mods.embedding_model.modules()
-                        if type(m).__module__.startswith("torch.ao.nn.quantized")]
-    assert len(quantized_layers) == len([m for m in in_memory.modules()
-                                         if type(m).__module__.startswith("torch.ao.nn.quantized")])
+    assert (
+        type(loaded.mods.embedding_model.head.pooling).__name__
+        == type(in_memory.head.pooling).__name__
+    )
+    quantized_layers = [
+        m
+        for m in loaded.mods.embedding_model.modules()
+        if type(m).__module__.startswith("torch.ao.nn.quantized")
+    ]
+    assert len(quantized_layers) == len(
+        [m for m in in_memory.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+    )
     assert quantized_layers
     wavs, lens, _ = real_speech_batch(shared_data, seed=3)
     with torch.no_grad():
@@ -163,8 +196,21 @@ def test_int8_folder_round_trip(exported, tmp_path, shared_data):
     assert torch.nn.functional.cosine_similarity(got[:, 0], float_emb[:, 0]).min() > 0.9
     # The command line's --precision int8 quantizes the float folder the same way.
     clips = sorted((shared_data / "arabic_speech_commands" / "dataset").glob("*/*.flac"))[:3]
-    cli_main(["embed", *map(str, clips), "--model", str(exported), "--device", "cpu",
-              "--precision", "int8", "--output", str(tmp_path / "e.pt"), "--no_progress"])
+    cli_main(
+        [
+            "embed",
+            *map(str, clips),
+            "--model",
+            str(exported),
+            "--device",
+            "cpu",
+            "--precision",
+            "int8",
+            "--output",
+            str(tmp_path / "e.pt"),
+            "--no_progress",
+        ]
+    )
     written = torch.load(tmp_path / "e.pt")["embeddings"]
     assert torch.equal(written, loaded.encode_files(clips, progress=False))
     with pytest.raises(ValueError, match="already quantized"):
@@ -174,8 +220,9 @@ def test_int8_folder_round_trip(exported, tmp_path, shared_data):
 def test_clear_errors(tmp_path, exported, monkeypatch):
     # An ONNX file that is not an embedding model of this package.
     other = tmp_path / "other.onnx"
-    torch.onnx.export(torch.nn.Linear(4, 2), (torch.randn(1, 4),), str(other),
-                      input_names=["x"], dynamo=True)
+    torch.onnx.export(
+        torch.nn.Linear(4, 2), (torch.randn(1, 4),), str(other), input_names=["x"], dynamo=True
+    )
     with pytest.raises(ValueError, match=r"other\.onnx: not an embedding model exported by"):
         ONNXEmbeddingModel(other)
     # Not an ONNX file at all.
@@ -195,8 +242,9 @@ def test_clear_errors(tmp_path, exported, monkeypatch):
         export_int8(tmp_path / "bad", tmp_path / "out")
 
 
-def test_readme_snippet_embeds_files_with_onnxruntime_alone(exported, onnx_files, shared_data,
-                                                            tmp_path):
+def test_readme_snippet_embeds_files_with_onnxruntime_alone(
+    exported, onnx_files, shared_data, tmp_path
+):
     """The README's onnxruntime snippet, run with torch made unimportable."""
     import pathlib
     import re
@@ -211,8 +259,9 @@ def test_readme_snippet_embeds_files_with_onnxruntime_alone(exported, onnx_files
     (tmp_path / "a.flac").symlink_to(clips[0])
     (tmp_path / "b.flac").symlink_to(clips[1])
     program = "import sys\nsys.modules['torch'] = None\n" + snippet + "\nprint(score)\n"
-    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     expected, _ = load_model(exported, run_opts={"device": "cpu"}).verify_files(*clips)
     assert abs(float(done.stdout.split()[-1]) - float(expected)) < 1e-4
@@ -227,14 +276,25 @@ def test_pruned_model_with_empty_layers_quantizes_in_torch_and_onnx(tmp_path, sh
 
     torch.manual_seed(0)
     config = PrunedWav2Vec2BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        layer_attention_heads=[2, 0], layer_ffn1_units=[0, 16], layer_ffn2_units=[8, 0],
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        layer_attention_heads=[2, 0],
+        layer_ffn1_units=[0, 16],
+        layer_ffn2_units=[8, 0],
         layer_conv_channels=[0, 8],
     )
     model = SpeakerEmbeddingModel(
-        W2VBertFbank(), W2VBertBackbone(config=config),
-        MFAHead(num_hidden_states=3, input_size=32, adapter_size=8, attention_channels=4,
-                embedding_size=16),
+        W2VBertFbank(),
+        W2VBertBackbone(config=config),
+        MFAHead(
+            num_hidden_states=3,
+            input_size=32,
+            adapter_size=8,
+            attention_channels=4,
+            embedding_size=16,
+        ),
     ).eval()
     assert any(m.weight.numel() == 0 for m in model.modules() if isinstance(m, torch.nn.Linear))
     wavs, lens, _ = real_speech_batch(shared_data, count=3, seed=4)

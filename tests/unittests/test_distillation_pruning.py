@@ -7,16 +7,20 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer
-from speechbrain_w2vbert_sv.training.asr_distillation import feature_distillation_loss
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import encoder_hidden_states
-from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone, encoder_hidden_states
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
 from speechbrain_w2vbert_sv.pruning import GatedWav2Vec2Bert, LagrangianSparsityController
+from speechbrain_w2vbert_sv.pruning.distillation import PruningDistillationBrain
+from speechbrain_w2vbert_sv.training.asr_distillation import feature_distillation_loss
+from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer
 
-CONFIG = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
-          "intermediate_size": 32, "conv_depthwise_kernel_size": 3}
+CONFIG = {
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 32,
+    "conv_depthwise_kernel_size": 3,
+}
 
 
 def make_brain(student, controller=None, checkpointer=None):
@@ -57,7 +61,10 @@ def test_loss_is_distillation_plus_lagrangian_term_and_multipliers_ascend():
     brain = make_brain("gated", controller)
     brain.init_optimizers()
     assert sorted(brain.optimizers_dict) == [
-        "gates_optimizer", "lambdas_optimizer", "weights_optimizer"]
+        "gates_optimizer",
+        "lambdas_optimizer",
+        "weights_optimizer",
+    ]
     gated = brain.modules["student"]
     gate_ids = {id(p) for p in gated.gate_parameters()}
     weights = brain.optimizers_dict["weights_optimizer"].param_groups[0]["params"]
@@ -102,12 +109,19 @@ def test_checkpoint_holds_gates_controller_and_optimizers(tmp_path):
     brain.fit_batch(batch())
     ckpt = checkpointer.save_checkpoint()
     files = {p.name for p in ckpt.path.iterdir()}
-    assert {"student.ckpt", "controller.ckpt", "gates_optimizer.ckpt",
-            "lambdas_optimizer.ckpt", "weights_optimizer.ckpt"} <= files
+    assert {
+        "student.ckpt",
+        "controller.ckpt",
+        "gates_optimizer.ckpt",
+        "lambdas_optimizer.ckpt",
+        "weights_optimizer.ckpt",
+    } <= files
     state = torch.load(ckpt.paramfiles["student"])
     assert any(k.startswith("gates.") and k.endswith("log_alpha") for k in state)
-    torch.testing.assert_close(state["gates.ffn1.0.log_alpha"],
-                               brain.modules["student"].gates["ffn1"][0].log_alpha.detach())
+    torch.testing.assert_close(
+        state["gates.ffn1.0.log_alpha"],
+        brain.modules["student"].gates["ffn1"][0].log_alpha.detach(),
+    )
 
 
 def test_hidden_states_of_a_gated_model_equal_those_of_its_materialisation():

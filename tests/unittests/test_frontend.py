@@ -7,7 +7,12 @@ import torch
 import torchaudio
 from transformers import SeamlessM4TFeatureExtractor
 
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank, check_waveform_batch, num_fbank_frames, num_output_frames
+from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import (
+    W2VBertFbank,
+    check_waveform_batch,
+    num_fbank_frames,
+    num_output_frames,
+)
 
 TOLERANCE = 1e-3  # max abs difference to the reference, per utterance
 

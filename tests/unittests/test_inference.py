@@ -15,12 +15,12 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
     Wav2Vec2BertSelfAttention,
 )
 
+from speechbrain_w2vbert_sv.cli import main as cli_main
+from speechbrain_w2vbert_sv.inference.export import export_model
+from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
+from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
 from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
 from speechbrain_w2vbert_sv.training.checkpoints import AtomicCheckpointer
-from speechbrain_w2vbert_sv.cli import main as cli_main
-from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
-from speechbrain_w2vbert_sv.inference.export import export_model
-from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
 
 MODEL_YAML = pathlib.Path(__file__).resolve().parents[2] / "hparams" / "w2vbert_mfa.yaml"
 
@@ -108,7 +108,10 @@ def test_export_loads_offline_and_matches_trained_model(exported):
     run, out, trained = exported
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "embedding_model.ckpt", "hyperparams.yaml"]
+        "README.md",
+        "embedding_model.ckpt",
+        "hyperparams.yaml",
+    ]
     card = (out / "README.md").read_text()  # the model card
     assert "Trained with `speechbrain_w2vbert_sv`" in card and "from_hparams" in card
     text = (out / "hyperparams.yaml").read_text()
@@ -130,9 +133,7 @@ def test_export_loads_offline_and_matches_trained_model(exported):
     )
     # The LoRA update mattered: the base weights alone give other embeddings.
     base_state = {
-        k.replace(".base_layer", ""): v
-        for k, v in trained.state_dict().items()
-        if "lora_" not in k
+        k.replace(".base_layer", ""): v for k, v in trained.state_dict().items() if "lora_" not in k
     }
     plain = load_hyperpyyaml((out / "hyperparams.yaml").read_text())["embedding_model"]
     plain.load_state_dict(base_state)
@@ -222,8 +223,9 @@ def test_verify_files_resamples_and_downmixes(exported, shared_data, tmp_path):
     assert bool(decision) == (float(score) > 0.4)
     # The score is the cosine of these two files' own embeddings (not, say, of one
     # file with itself or of a batch padded together), and a file matches itself.
-    emb_a, emb_b = (model.encode_batch(model.load_audio(c)[None]).double().flatten()
-                    for c in (clip_a, clip_b))
+    emb_a, emb_b = (
+        model.encode_batch(model.load_audio(c)[None]).double().flatten() for c in (clip_a, clip_b)
+    )
     cosine = torch.dot(emb_a, emb_b) / (emb_a.norm() * emb_b.norm())
     assert abs(float(score) - float(cosine)) < 1e-5
     assert float(model.verify_files(clip_a, clip_a)[0]) == pytest.approx(1.0, abs=1e-5)
@@ -237,8 +239,15 @@ def test_verify_files_resamples_and_downmixes(exported, shared_data, tmp_path):
     assert (from_file - model.encode_batch(resampled[None])).abs().max() < 1e-5
     score, _ = model.verify_files(fsdd, clip_a)
     assert -1.0 <= float(score) <= 1.0
-    assert abs(float(score) - float(torch.nn.functional.cosine_similarity(
-        from_file.flatten(), emb_a.float(), dim=0))) < 1e-5
+    assert (
+        abs(
+            float(score)
+            - float(
+                torch.nn.functional.cosine_similarity(from_file.flatten(), emb_a.float(), dim=0)
+            )
+        )
+        < 1e-5
+    )
 
     # Two channels are averaged.
     left, _ = soundfile.read(clip_a, dtype="float32")
@@ -264,16 +273,37 @@ def test_cli_verify_embed_export(exported, shared_data, tmp_path, capsys):
     file_list = tmp_path / "list.txt"
     file_list.write_text("\n".join(files + files[:1]) + "\n")  # a duplicate
     output = tmp_path / "emb.npz"
-    cli_main(["embed", str(file_list), "--data_folder", str(asc), "--output", str(output),
-              "--model", str(out), "--no_progress"])
+    cli_main(
+        [
+            "embed",
+            str(file_list),
+            "--data_folder",
+            str(asc),
+            "--output",
+            str(output),
+            "--model",
+            str(out),
+            "--no_progress",
+        ]
+    )
     saved = np.load(output)
     assert saved["ids"].tolist() == files
     for row, name in zip(saved["embeddings"], files):
         expected = model.encode_batch(model.load_audio(asc / name)[None]).reshape(-1)
         assert np.abs(row - expected.numpy()).max() < 1e-5
 
-    cli_main(["export", "--run", str(run), "--output", str(tmp_path / "again"),
-              "--threshold", "0.25", "--no_check"])
+    cli_main(
+        [
+            "export",
+            "--run",
+            str(run),
+            "--output",
+            str(tmp_path / "again"),
+            "--threshold",
+            "0.25",
+            "--no_check",
+        ]
+    )
     again = W2VBertSpeakerRecognition.from_hparams(source=str(tmp_path / "again"))
     assert again.hparams.threshold == 0.25
     with pytest.raises(SystemExit, match="not a model folder"):

@@ -29,7 +29,7 @@ def test_legacy_folder_loads_with_the_same_embeddings(name):
     got = model.encode_batch(inputs["wavs"], inputs["lens"])
     assert got.shape == expected.shape
     # Recorded with 2 threads; another thread count rounds differently (1.0e-5 seen
-    # with one thread on embeddings of magnitude ~10), a wrong model by far more.
+    # with one thread on embeddings of magnitude ~1.6), a wrong model by far more.
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     # A different input gives different embeddings: the comparison can fail.
     other = model.encode_batch(inputs["wavs"].flip(1), inputs["lens"])

@@ -21,8 +21,10 @@ def reference_loss(cosine, targets, margin, scale):
     losses = []
     for row, y in zip(cosine, targets):
         theta = math.acos(row[y])
-        target = math.cos(theta + margin) if theta + margin <= math.pi else (
-            row[y] - margin * math.sin(margin)
+        target = (
+            math.cos(theta + margin)
+            if theta + margin <= math.pi
+            else (row[y] - margin * math.sin(margin))
         )
         logits = scale * row.copy()
         logits[y] = scale * target

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_w2vbert_sv.scoring.metrics import compute_act_dcf, compute_cllr, compute_eer, compute_min_dcf, det_curve, verification_metrics
+from speechbrain_w2vbert_sv.scoring.metrics import (
+    compute_act_dcf,
+    compute_cllr,
+    compute_eer,
+    compute_min_dcf,
+    det_curve,
+    verification_metrics,
+)
 
 
 def brute_force_points(scores, labels):
@@ -46,18 +53,14 @@ def brute_force_min_dcf(scores, labels, p_target, c_miss=1.0, c_fa=1.0):
 def realistic_scores(rng, n):
     """Cosine-like float32 scores: targets around 0.6, non-targets around 0."""
     labels = rng.random(n) < 0.3
-    scores = np.where(
-        labels, rng.normal(0.6, 0.15, n), rng.normal(0.02, 0.1, n)
-    ).clip(-1, 1)
+    scores = np.where(labels, rng.normal(0.6, 0.15, n), rng.normal(0.02, 0.1, n)).clip(-1, 1)
     return scores.astype(np.float32), labels
 
 
 CASES = {
     "continuous": lambda rng: (rng.normal(size=300), rng.random(300) < 0.5),
     "heavy ties": lambda rng: (rng.integers(0, 6, 400).astype(float), rng.random(400) < 0.4),
-    "ties across classes": lambda rng: (
-        np.round(rng.normal(size=500), 1), rng.random(500) < 0.5
-    ),
+    "ties across classes": lambda rng: (np.round(rng.normal(size=500), 1), rng.random(500) < 0.5),
     "realistic float32": lambda rng: realistic_scores(rng, 2000),
     "few targets": lambda rng: (rng.normal(size=200), np.arange(200) < 3),
 }
@@ -70,9 +73,7 @@ def test_metrics_match_brute_force(case, seed):
     scores, labels = CASES[case](rng)
     if case != "few targets":
         scores = scores + 0.8 * labels  # some separation
-    assert compute_eer(scores, labels) == pytest.approx(
-        brute_force_eer(scores, labels), abs=1e-9
-    )
+    assert compute_eer(scores, labels) == pytest.approx(brute_force_eer(scores, labels), abs=1e-9)
     for p_target, c_miss, c_fa in [(0.01, 1, 1), (0.05, 1, 1), (0.3, 2, 1)]:
         assert compute_min_dcf(scores, labels, p_target, c_miss, c_fa) == (
             pytest.approx(

@@ -53,9 +53,7 @@ def small_config(**overrides):
 
 
 def real_num_params(model):
-    return sum(
-        p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed"
-    )
+    return sum(p.numel() for n, p in model.named_parameters() if n != "masked_spec_embed")
 
 
 @pytest.fixture

@@ -65,7 +65,11 @@ def test_stage1_frozen_encoder_with_lora(tmp_path):
         0.1,
     )
     assert (hp["number_of_epochs"], hp["lr"], hp["weight_decay"]) == (15, 1e-4, 1e-4)
-    assert (hp["batch_size"], hp["crop_seconds"], hp["speed_perturb"]) == (64, [2.0, 3.0], [0.9, 1.0, 1.1])
+    assert (hp["batch_size"], hp["crop_seconds"], hp["speed_perturb"]) == (
+        64,
+        [2.0, 3.0],
+        [0.9, 1.0, 1.1],
+    )
     assert hp["make_augment"] is not None
     assert (hp["precision"], hp["max_grad_norm"]) == ("bf16", 1.0)
     assert embed(hp).shape == (2, 1, 256)

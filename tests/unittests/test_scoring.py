@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from speechbrain_w2vbert_sv.scoring.calibration import QMFCalibrator, qmf_features, quality_measures
+from speechbrain_w2vbert_sv.scoring.cosine import cosine_scores, embedding_matrix, mean_embedding
 from speechbrain_w2vbert_sv.scoring.metrics import compute_act_dcf, compute_cllr, compute_min_dcf
 from speechbrain_w2vbert_sv.scoring.plots import plot_det, plot_score_histogram
-from speechbrain_w2vbert_sv.scoring.calibration import QMFCalibrator, qmf_features, quality_measures
-from speechbrain_w2vbert_sv.scoring.trials import Trials, read_scores, read_trials, write_scores
+from speechbrain_w2vbert_sv.scoring.results import (
+    evaluate,
+    format_results_table,
+    write_results_table,
+)
 from speechbrain_w2vbert_sv.scoring.score_normalization import adaptive_snorm, cohort_statistics
-from speechbrain_w2vbert_sv.scoring.cosine import cosine_scores, embedding_matrix, mean_embedding
-from speechbrain_w2vbert_sv.scoring.results import evaluate, format_results_table, write_results_table
+from speechbrain_w2vbert_sv.scoring.trials import Trials, read_scores, read_trials, write_scores
 
 LIST_TEXT = (
     "1 id1/a/00001.wav id1/b/00002.wav\n"
@@ -99,9 +103,7 @@ def small_problem(seed=0, utterances=12, dim=16, cohort=40, trials=60):
     table = {utt: torch.randn(1, dim, generator=gen) + 0.5 for utt in ids}
     pairs = torch.randint(0, utterances, (trials, 2), generator=gen).tolist()
     labels = [int(ids[a][:4] == ids[b][:4]) for a, b in pairs]
-    trial_list = Trials.from_lists(
-        labels, [ids[a] for a, _ in pairs], [ids[b] for _, b in pairs]
-    )
+    trial_list = Trials.from_lists(labels, [ids[a] for a, _ in pairs], [ids[b] for _, b in pairs])
     cohort_matrix = torch.randn(cohort, dim, generator=gen) + 0.5
     return trial_list, table, cohort_matrix
 
@@ -165,7 +167,13 @@ def test_adaptive_snorm_matches_per_trial_reference(top_n, subtract_mean):
     mean = mean_embedding(cohort) if subtract_mean else None
     raw = cosine_scores(trials, table, mean=mean)
     normed, (mu, sd) = adaptive_snorm(
-        raw, trials, table, cohort, mean=mean, top_n=top_n, chunk_size=5,
+        raw,
+        trials,
+        table,
+        cohort,
+        mean=mean,
+        top_n=top_n,
+        chunk_size=5,
         return_statistics=True,
     )
     shift = mean.numpy().astype(np.float64) if subtract_mean else 0.0
@@ -207,9 +215,7 @@ def synthetic_quality_trials(seed, n=20_000, effect=1.5):
     scores = rng.normal(size=n) + 3.0 * labels + effect * (log_min - log_min.mean())
     trials = Trials.from_lists(labels, [ids[i] for i in enroll], [ids[i] for i in test])
     table = {u: torch.ones(2) for u in ids}  # norms carry no information here
-    qualities = quality_measures(
-        trials, table, durations=dict(zip(ids, durations.tolist()))
-    )
+    qualities = quality_measures(trials, table, durations=dict(zip(ids, durations.tolist())))
     return trials, torch.tensor(scores), qualities
 
 

@@ -20,8 +20,16 @@ def _seed_spread():
 
 def _run_folder(folder, eers, wer=None):
     folder.mkdir(parents=True)
-    rows = [{"name": name, "system": f"system {name}", "EER_last": eer, "minDCF_last": 0.5,
-             "EER": eer - 1.0} for name, eer in eers.items()]
+    rows = [
+        {
+            "name": name,
+            "system": f"system {name}",
+            "EER_last": eer,
+            "minDCF_last": 0.5,
+            "EER": eer - 1.0,
+        }
+        for name, eer in eers.items()
+    ]
     (folder / "rows.json").write_text(json.dumps(rows))
     if wer is not None:
         asr = folder / "asr_conformer_ctc" / "pretrained"
@@ -34,8 +42,9 @@ def test_table_and_pairs_give_mean_and_sample_spread(tmp_path, capsys):
     random_eers, adaptor_eers, wers = [12.1, 15.3, 13.0], [26.9, 25.0, 28.2], [12.1, 14.0, 13.3]
     for i, (a, b, w) in enumerate(zip(random_eers, adaptor_eers, wers)):
         _run_folder(tmp_path / f"seed{i}", {"random": a, "adaptor": b}, wer=w)
-    seed_spread.main([str(tmp_path / f"seed{i}") for i in range(3)]
-                     + ["--output", str(tmp_path / "table.md")])
+    seed_spread.main(
+        [str(tmp_path / f"seed{i}") for i in range(3)] + ["--output", str(tmp_path / "table.md")]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     pairs = dict(pair.split("=") for pair in out[-1].split())
     assert float(pairs["eer_random_mean"]) == pytest.approx(statistics.mean(random_eers), abs=0.005)
@@ -58,8 +67,10 @@ def test_an_unfinished_run_is_named(tmp_path):
 
 def test_epoch_table_reads_the_train_logs_of_unfinished_runs(tmp_path, capsys):
     seed_spread = _seed_spread()
-    line = ("epoch: {}, backbone_lr: 2.00e-03, head_lr: 2.00e-03 - train loss: 11.25, "
-            "train error: 9.78e-01 - valid EER: {}, valid minDCF: 9.98e-01\n")
+    line = (
+        "epoch: {}, backbone_lr: 2.00e-03, head_lr: 2.00e-03 - train loss: 11.25, "
+        "train error: 9.78e-01 - valid EER: {}, valid minDCF: 9.98e-01\n"
+    )
     for seed, eers in [(1, [44.12, 35.36]), (2, [41.60, 30.12]), (3, [44.23])]:
         (tmp_path / f"s{seed}" / "random").mkdir(parents=True)
         (tmp_path / f"s{seed}" / "random" / "train_log.txt").write_text(

@@ -15,8 +15,12 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_w2vbert_sv.sizes import VOXCELEB2_CLASSES, full_size_counts, main
 
 HPARAMS = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb" / "hparams"
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "intermediate_size": 64}
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+}
 
 
 def test_full_size_stage_counts_include_the_classifier(capsys):
@@ -33,9 +37,15 @@ def test_full_size_stage_counts_include_the_classifier(capsys):
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_tiny_stage_counts_match_the_recipe(stage, tmp_path):
     overrides = {
-        "output_folder": str(tmp_path), "data_folder": None, "trials_folder": None,
-        "init_from": None, "w2vbert_source": None, "w2vbert_config": TINY,
-        "num_hidden_states": 3, "hidden_size": 32, "embedding_size": 16,
+        "output_folder": str(tmp_path),
+        "data_folder": None,
+        "trials_folder": None,
+        "init_from": None,
+        "w2vbert_source": None,
+        "w2vbert_config": TINY,
+        "num_hidden_states": 3,
+        "hidden_size": 32,
+        "embedding_size": 16,
     }
     with open(HPARAMS / f"{stage}.yaml", encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)

@@ -7,8 +7,8 @@ import pytest
 import soundfile
 
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
-from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.data.synthetic import make_synthetic_corpus, speaker_voice
+from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
 
 @pytest.fixture(scope="module")

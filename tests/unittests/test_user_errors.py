@@ -82,9 +82,11 @@ def test_training_yaml_that_does_not_parse(tmp_path):
 def test_cuda_device_without_a_gpu(export_copy, wavs, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     message = cli_error(["verify", *wavs, "--model", str(export_copy), "--device", "cuda:0"])
-    assert message.endswith("--device cuda:0: torch sees no CUDA GPU on this machine "
-                            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
-                            "use --device cpu")
+    assert message.endswith(
+        "--device cuda:0: torch sees no CUDA GPU on this machine "
+        f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+        "use --device cpu"
+    )
 
 
 def test_truncated_wav_is_named(export_copy, wavs, tmp_path):
@@ -100,16 +102,26 @@ def test_truncated_wav_is_named(export_copy, wavs, tmp_path):
 def test_stage_yaml_offline_without_the_encoder(tmp_path):
     """train.py exits with one line: what to download and that a folder is accepted."""
     env = {
-        **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "empty_hf_home"), "PYTHONPATH": str(REPO),
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "empty_hf_home"),
+        "PYTHONPATH": str(REPO),
     }
     env.pop("HF_HUB_CACHE", None)
     result = subprocess.run(
-        [sys.executable, str(REPO / "recipes" / "VoxCeleb" / "train.py"),
-         str(REPO / "recipes" / "VoxCeleb" / "hparams" / "stage1.yaml"),
-         f"--data_folder={tmp_path}", f"--trials_folder={tmp_path}",
-         f"--output_folder={tmp_path / 'out'}"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "recipes" / "VoxCeleb" / "train.py"),
+            str(REPO / "recipes" / "VoxCeleb" / "hparams" / "stage1.yaml"),
+            f"--data_folder={tmp_path}",
+            f"--trials_folder={tmp_path}",
+            f"--output_folder={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
