@@ -32,6 +32,7 @@ LEGACY_MODULES = {
         "lobes.conformer_frontend",
         "lobes.conformer_backbone",
         "lobes.asr_conformer",
+        "lobes.asr_checkpoint",
     ),
     "attention": ("lobes.attention",),
     "heads": ("lobes.heads",),

@@ -218,7 +218,7 @@ def is_exported_folder(folder):
 def _init_from_exported(folder, modules):
     """``init_from_checkpoint`` of an exported folder: only the embedding model is
     there; the other modules (the classifier) start fresh."""
-    from speechbrain_w2vbert_sv.inference.checkpoint_import import read_yaml
+    from speechbrain_w2vbert_sv.inference.source_checkpoints import read_yaml
 
     weights = folder / "embedding_model.ckpt"
     if "embedding_model" not in modules:

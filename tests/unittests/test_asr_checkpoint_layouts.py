@@ -25,11 +25,11 @@ from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain_w2vbert_sv.data.audio import load_audio
 from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.inference import export_model, load_model
-from speechbrain_w2vbert_sv.lobes.asr_conformer import (
+from speechbrain_w2vbert_sv.lobes.asr_checkpoint import (
     LIBRISPEECH_CHECKPOINT_MODULES,
-    ConformerCTC,
     load_asr_checkpoint,
 )
+from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
 from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
 from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead

@@ -21,7 +21,8 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
-from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC, load_asr_checkpoint
+from speechbrain_w2vbert_sv.lobes.asr_checkpoint import load_asr_checkpoint
+from speechbrain_w2vbert_sv.lobes.asr_conformer import ConformerCTC
 from speechbrain_w2vbert_sv.lobes.conformer_backbone import ConformerBackbone
 from speechbrain_w2vbert_sv.lobes.conformer_frontend import ConformerFbank
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead
