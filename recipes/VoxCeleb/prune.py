@@ -35,7 +35,6 @@ except ImportError:  # run from a source checkout without installation
 import speechbrain as sb
 import torch
 import yaml
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_w2vbert_sv.data.pipeline import make_train_dataset
@@ -43,6 +42,7 @@ from speechbrain_w2vbert_sv.data.recipe_data import (
     LABEL_ENCODER_FILE,
     prepare_recipe_data,
 )
+from speechbrain_w2vbert_sv.experiment import start_experiment
 from speechbrain_w2vbert_sv.inference.model_yaml import model_settings
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError, W2VBertBackbone
@@ -114,15 +114,7 @@ def export(encoder, teacher_model, teacher_ckpt, make_classifier, folder, settin
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(argv, distributed=True)
     output = pathlib.Path(hparams["output_folder"])
 
     # Distillation data: the training recipe's crops (speaker labels unused).

@@ -29,7 +29,6 @@ import sys
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CTCTextEncoder
 
@@ -39,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from speechbrain_w2vbert_sv.data.audio import load_audio  # noqa: E402
 from speechbrain_w2vbert_sv.data.generic import prepare_arabic_speech_commands  # noqa: E402
+from speechbrain_w2vbert_sv.experiment import start_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,7 @@ def export_pretrained(hparams, label_encoder, test_wer):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(argv)
     datasets, label_encoder = make_datasets(hparams)
     vocab = hparams["ctc_lin"].w.out_features
     if len(label_encoder) != vocab:

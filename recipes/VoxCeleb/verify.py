@@ -25,9 +25,8 @@ try:
 except ImportError:  # run from a source checkout without installation
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_w2vbert_sv.experiment import start_experiment
 from speechbrain_w2vbert_sv.inference.verification import (
     VerificationOptions,
     verify_trial_list,
@@ -36,14 +35,7 @@ from speechbrain_w2vbert_sv.inference.verification import (
 
 def main(argv=None):
     """Runs the verification; returns ``{system: metrics}`` (see verify_trial_list)."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(argv)
     # The model is loaded once every file has been checked.
     return verify_trial_list(
         hparams["model"],

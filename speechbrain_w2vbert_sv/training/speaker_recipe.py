@@ -7,7 +7,6 @@ import pathlib
 import shutil
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv, write_csv
@@ -17,6 +16,7 @@ from speechbrain_w2vbert_sv.data.recipe_data import (
     prepare_augmentation_lists,
     prepare_recipe_data,
 )
+from speechbrain_w2vbert_sv.experiment import start_experiment
 from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.training.checkpoints import (
     init_from_checkpoint,
@@ -50,15 +50,7 @@ def train_speaker_model(argv):
     SpeakerBrain
         The trained Brain; ``test_results`` holds each trial list's metrics.
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts = start_experiment(argv, distributed=True)
     save_folder = pathlib.Path(hparams["save_folder"])
 
     # Data and augmentation lists: prepared on the main process, then read by all.
