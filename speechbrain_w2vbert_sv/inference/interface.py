@@ -42,12 +42,11 @@ from speechbrain_w2vbert_sv.inference.model_yaml import (
     HPARAMS_FILE,
     TEMPLATE,
     WEIGHTS_FILE,
-    read_state,
     yaml_error,
 )
 from speechbrain_w2vbert_sv.inference.training_runs import load_run
 from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
-from speechbrain_w2vbert_sv.utils import check_device
+from speechbrain_w2vbert_sv.utils import check_device, load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +346,7 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
         except YAMLError as error:
             raise yaml_error(path / HPARAMS_FILE, error) from None
         interface = interface_class(tree.get("interface") if isinstance(tree, dict) else None)
-        read_state(path / WEIGHTS_FILE)  # a damaged file: one line, not torch's traceback
+        load_checkpoint_file(path / WEIGHTS_FILE)  # a damaged file: one line, not torch's traceback
         model = interface.from_hparams(source=str(path), **kwargs)
     else:
         run_args = {

@@ -9,10 +9,8 @@ w2v-BERT, the encoder config written in, ``w2vbert_source: null``, LoRA off).
 import io
 import logging
 import pathlib
-import pickle
 
 import ruamel.yaml
-import torch
 from hyperpyyaml import resolve_references
 from ruamel.yaml.error import YAMLError
 from transformers import AutoConfig, PretrainedConfig
@@ -85,25 +83,6 @@ def yaml_error(file, error):
     problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
     return ValueError(f"{file}: not valid YAML: {problem}{where}")
-
-
-_LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError)
-
-
-def read_state(file):
-    """A saved state dict (memory-mapped); a damaged file is a one-line ValueError."""
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except _LOAD_ERRORS:
-        pass  # damaged, or a format that cannot be mapped: torch's plain reader tells
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(
-            f"{file}: not a readable PyTorch checkpoint ({reason}): the file is damaged or "
-            "incomplete; copy, download or export it again"
-        ) from None
 
 
 MODEL_TYPES = ("w2vbert_mfa", "conformer_mfa", "speaker_adaptor")

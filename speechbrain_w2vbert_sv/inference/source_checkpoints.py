@@ -9,13 +9,12 @@ checking every key and shape it can before anything is written, and
 
 import logging
 import pathlib
-import pickle
-import zipfile
 
 import torch
 import yaml
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from speechbrain_w2vbert_sv.utils import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,51 +52,6 @@ def few_keys(keys, count=4):
     keys = sorted(keys)
     more = f" (and {len(keys) - count} more)" if len(keys) > count else ""
     return ", ".join(keys[:count]) + more
-
-
-def load_torch_file(path):
-    """Reads a checkpoint file (tensors and plain containers only) on the CPU.
-
-    Arguments
-    ---------
-    path : str or os.PathLike
-        The file.
-
-    Returns
-    -------
-    object
-        What ``torch.save`` stored.
-
-    Raises
-    ------
-    ValueError
-        A missing, truncated or non-PyTorch file, or one holding other objects.
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        import_error(path, "no such file")
-    with open(path, "rb") as f:
-        start = f.read(4)
-    # torch.save writes a zip archive (b"PK..."), or a pickle (protocol byte 0x80).
-    if not start.startswith((b"PK", b"\x80")):
-        import_error(
-            path,
-            "not a PyTorch checkpoint (neither torch.save's zip archive nor its "
-            "legacy pickle format)",
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().split(". ")[0]
-        import_error(
-            path,
-            f"holds objects other than tensors and plain containers, which are "
-            f"not loaded ({first})",
-        )
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        text = str(error).strip()
-        first = text.splitlines()[0] if text else type(error).__name__
-        import_error(path, f"not a complete PyTorch checkpoint, truncated or damaged ({first})")
 
 
 class _TagIgnoringLoader(yaml.SafeLoader):
@@ -288,7 +242,7 @@ def read_source(checkpoint, fmt, config=None):
         tree = read_yaml(config)
         if not weights.is_file():
             import_error(weights, "missing: a WeSpeaker model folder holds avg_model.pt")
-        loaded = load_torch_file(weights)
+        loaded = load_checkpoint_file(weights)
         if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
             loaded = loaded["state_dict"]
         if not isinstance(loaded, dict):
@@ -297,7 +251,7 @@ def read_source(checkpoint, fmt, config=None):
     else:
         if config:
             tree = read_yaml(config)
-        loaded = load_torch_file(checkpoint)
+        loaded = load_checkpoint_file(checkpoint)
         modules = loaded.get("modules") if isinstance(loaded, dict) else None
         if not isinstance(modules, dict) or not isinstance(modules.get("spk_model"), dict):
             import_error(

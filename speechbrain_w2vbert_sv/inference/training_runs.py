@@ -18,12 +18,12 @@ from speechbrain_w2vbert_sv.inference.model_yaml import (
     inference_hparams_text,
     model_section_settings,
     read_resolved_yaml,
-    read_state,
 )
 from speechbrain_w2vbert_sv.training.checkpoints import (
     AtomicCheckpointer,
     best_checkpoint,
 )
+from speechbrain_w2vbert_sv.utils import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _started_from(run):
 def _load_weights(module, checkpoint, source):
     """Strictly loads a state dict (a LoRA one merges into a plain backbone), less
     the training-only parts (the auxiliary CTC layer of a distilled student)."""
-    state = read_state(checkpoint)
+    state = load_checkpoint_file(checkpoint)
     expected = module.state_dict()
     state = {
         k: v for k, v in state.items() if k in expected or not k.startswith(TRAINING_ONLY_PREFIXES)

@@ -322,7 +322,7 @@ def _rewrite(folder, edit):
         ("mixed", "mixed key sets: LoRA-wrapped encoder keys"),
         ("adapters", "the head has 2 layer adapters but the encoder returns 3 hidden states"),
         ("shape", "shape mismatch: bottleneck.weight is (16, 40) in the checkpoint but (16, 48)"),
-        ("truncated", "not a complete PyTorch checkpoint"),
+        ("truncated", "not a readable PyTorch checkpoint, truncated or damaged"),
         ("text", "not a PyTorch checkpoint"),
         ("no_config", "config.yaml: missing"),
     ],
