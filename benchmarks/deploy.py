@@ -34,7 +34,7 @@ in a minute). Measured once on a heavily loaded 2-core machine: 41 minutes, of w
 full-size ONNX export and quantization took 19. The last line holds ``name=value``
 pairs: ``int8_speedup`` (ours fp32 / ours int8, batch 1), ``pruned_int8_speedup`` (HF
 fp32 / pruned int8, batch 1), ``onnx_parity``, ``int8_cosine_min``, then the medians
-and memory of every form.
+and memory of every form. How to measure on a shared machine: ../shared/BENCHMARKING.md.
 """
 
 import argparse
