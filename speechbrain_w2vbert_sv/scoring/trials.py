@@ -144,11 +144,11 @@ class Trials:
         pick = np.flatnonzero(np.asarray(keep, dtype=bool))
         if len(pick) == 0:
             raise ValueError(f"{self.source}: no trial is left")
-        enroll, test = self.utterances, self.utterances
+        utterances = self.utterances
         return Trials.from_lists(
             self.labels[pick],
-            [enroll[i] for i in self.enroll_index[pick]],
-            [test[i] for i in self.test_index[pick]],
+            [utterances[i] for i in self.enroll_index[pick]],
+            [utterances[i] for i in self.test_index[pick]],
             self.source,
             None if self.line_numbers is None else self.line_numbers[pick],
         )
