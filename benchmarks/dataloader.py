@@ -54,15 +54,9 @@ import sys
 import tempfile
 import time
 
-# Fresh multi-MB buffers fault pages erratically on these shared machines (see
-# ../shared/BENCHMARKING.md); same settings as the other benchmarks.
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-}
-if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
-    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **MALLOC_ENV})
+from _environment import MALLOC_ENV, restart_with
+
+restart_with(MALLOC_ENV)
 
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402

@@ -47,16 +47,9 @@ import sys
 import tempfile
 import time
 
-# Allocator and OpenMP settings of benchmarks/pruning.py (see there and
-# ../shared/BENCHMARKING.md), set before torch starts: hence the re-exec.
-_BENCH_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
-if any(os.environ.get(k) != v for k, v in _BENCH_ENV.items()):
-    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **_BENCH_ENV})
+from _environment import PASSIVE_OPENMP_ENV, restart_with
+
+restart_with(PASSIVE_OPENMP_ENV)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]

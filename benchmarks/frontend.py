@@ -35,19 +35,11 @@ import statistics
 import sys
 import time
 
-# Settings for a shared machine, applied by restarting the process unless already
-# set (set them yourself to override): fresh multi-MB buffers fault pages
-# erratically, and keeping freed memory in the process narrows the spread; the
-# reference's numpy BLAS threads spin while waiting, one BLAS thread spares it that.
-BENCH_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-    "OPENBLAS_NUM_THREADS": "1",
-}
-MISSING_ENV = {k: v for k, v in BENCH_ENV.items() if k not in os.environ}
-if MISSING_ENV:
-    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **MISSING_ENV})
+from _environment import MALLOC_ENV, restart_with
+
+# Unless set (set them yourself to override); the reference's numpy BLAS threads spin
+# while waiting, one BLAS thread spares it that.
+BENCH_ENV = restart_with({**MALLOC_ENV, "OPENBLAS_NUM_THREADS": "1"}, keep_user_values=True)
 
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402

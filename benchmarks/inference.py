@@ -49,13 +49,8 @@ import subprocess
 import sys
 import time
 
-# Fresh multi-MB buffers fault pages erratically on these shared machines; keeping
-# freed memory in the process narrows the spread (same settings for both paths).
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-}
+from _environment import MALLOC_ENV
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FRAMES_PER_SECOND = 50
 PATHS = ("hf", "ours")

@@ -23,19 +23,9 @@ import statistics
 import sys
 import time
 
-# Read by glibc's allocator and OpenMP at start-up, hence the re-exec:
-# fewer, steadier page faults for large tensors (see BENCHMARKING.md), and
-# OpenMP threads that sleep instead of spinning while they wait; on this
-# shared, oversubscribed machine spinning made both models 2-4x slower at
-# 2 threads and hid most of the pruning speed-up (speedup 1.9 vs 4.9).
-_BENCH_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}
-if any(os.environ.get(k) != v for k, v in _BENCH_ENV.items()):
-    os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **_BENCH_ENV})
+from _environment import PASSIVE_OPENMP_ENV, restart_with
+
+restart_with(PASSIVE_OPENMP_ENV)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -38,11 +38,8 @@ import subprocess
 import sys
 import time
 
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "4294967296",
-    "MALLOC_TOP_PAD_": "268435456",
-}
+from _environment import MALLOC_ENV
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ("stage1", "stage2")
 NUM_CLASSES = 5994 * 3
