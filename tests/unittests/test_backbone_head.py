@@ -6,15 +6,9 @@ import torch
 from speechbrain_w2vbert_sv.lobes.heads import AttentiveStatisticsPooling, MFAHead
 from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
+from tests.tiny_models import SMALL_W2VBERT
 
-SMALL = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "left_max_position_embeddings": 8,
-    "right_max_position_embeddings": 4,
-}
+SMALL = SMALL_W2VBERT
 
 
 def _randomise_lora(backbone):

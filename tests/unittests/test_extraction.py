@@ -7,35 +7,12 @@ import torch
 
 from speechbrain_w2vbert_sv.data.audio import AudioFileError
 from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches
-from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.lobes.heads import MFAHead
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from tests.tiny_models import small_w2vbert_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    return SpeakerEmbeddingModel(
-        frontend=W2VBertFbank(),
-        backbone=W2VBertBackbone(
-            config={
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "intermediate_size": 64,
-                "left_max_position_embeddings": 8,
-                "right_max_position_embeddings": 4,
-            }
-        ),
-        head=MFAHead(
-            num_hidden_states=3,
-            input_size=32,
-            adapter_size=8,
-            attention_channels=4,
-            embedding_size=16,
-        ),
-    )
+    return small_w2vbert_model()
 
 
 @pytest.fixture(scope="module")

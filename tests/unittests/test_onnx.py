@@ -8,10 +8,8 @@ from speechbrain_w2vbert_sv.lobes.attention import (
     MemoryEfficientWav2Vec2BertSelfAttention,
     enable_memory_efficient_attention,
 )
-from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel
-from speechbrain_w2vbert_sv.lobes.heads import MFAHead
-from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from tests.tiny_models import small_w2vbert_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
 pytest.importorskip(
@@ -22,27 +20,7 @@ from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel, export_onn
 
 
 def test_onnx_matches_pytorch_for_any_batch_and_length(tmp_path):
-    torch.manual_seed(0)
-    model = SpeakerEmbeddingModel(
-        frontend=W2VBertFbank(),
-        backbone=W2VBertBackbone(
-            config={
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "intermediate_size": 64,
-                "left_max_position_embeddings": 8,
-                "right_max_position_embeddings": 4,
-            }
-        ),
-        head=MFAHead(
-            num_hidden_states=3,
-            input_size=32,
-            adapter_size=8,
-            attention_channels=4,
-            embedding_size=16,
-        ),
-    ).eval()
+    model = small_w2vbert_model().eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         model.head.pooling.attention[2].running_mean.normal_()
     # As loaded for inference: on the memory-efficient attention path.
