@@ -1,12 +1,28 @@
-"""System B recipes end to end on real speech (SpeechBrain's debug mode: two batches).
+"""System B recipes end to end on real speech (Arabic Speech Commands).
 
 The CTC ASR recipe writes a SpeechBrain checkpoint and a pretrained folder from the
-Arabic Speech Commands training speakers; the adaptor recipe then trains on the frozen
-ASR model with train.py and scores the val-speaker trial list.
+training speakers; the adaptor and distillation recipes then train on it with train.py,
+score the val-speaker trial list and export (SpeechBrain's debug mode: two batches). The
+random-init system trains two real epochs and must verify the held-out speakers within
+a bound measured over three seeds.
+
+The systems built on the ASR model get no such bound here, because none that the suite
+can afford separates a learning model from a broken one (measured on the development
+machine, seeds 1986, 1987, 1988, one thread): after 14 ASR epochs (about 9 CPU minutes)
+the greedy WER on the val speakers was 45.8, 63.8 and 87.2 % (mean + 3 spreads: 127 %,
+above the 100 % of a model that emits only blanks), because the step at which greedy
+decoding leaves the all-blank output differs from seed to seed (37.4, 56.4, 67.6 % when
+resumed to 16 epochs); and two epochs of each system on that ASR model gave 46.8-48.1 %
+EER (ASR-initialised 47.8, 47.7, 46.8; distillation 48.1, 47.3, 46.8; adaptor 47.2,
+47.2, 46.8), against 49.0 % for the same models before training. Their
+learning is measured at full length over three seeds by ``compare_conformer.py`` and
+``seed_spread.py`` (README_conformer.md).
 """
 
+import importlib
 import json
 import pathlib
+import sys
 
 import torch
 
@@ -22,23 +38,35 @@ from speechbrain_w2vbert_sv.training.asr_distillation import ConformerDistillati
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
 # debug_persistently: checkpoints in the output folder, for the exports.
 DEBUG = ["--debug", "--debug_persistently", "--debug_batches=2", "--debug_epochs=1"]
+TRIALS = "val_speakers_text_independent.txt"
 
 
-def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(RECIPES))
-    import train
-    import train_asr_ctc
+def run_recipe(script, hparams_file, data_folder, output_folder, *options):
+    """Runs ``<script>.main`` (a recipe of recipes/VoxCeleb) on the Arabic Speech Commands
+    folder with one torch thread, as the bounds were measured; returns what it returns."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(RECIPES))
+    try:
+        recipe = importlib.import_module(script)
+        return recipe.main(
+            [
+                str(RECIPES / "hparams" / hparams_file),
+                f"--data_folder={data_folder}",
+                f"--output_folder={output_folder}",
+                "--noprogressbar",
+                *options,
+            ]
+        )
+    finally:
+        sys.path.remove(str(RECIPES))
+        torch.set_num_threads(threads)
 
+
+def test_asr_recipe_then_adaptor_and_distillation_recipes(shared_data, tmp_path):
     data = shared_data / "arabic_speech_commands"
     asr_out = tmp_path / "asr"
-    wer = train_asr_ctc.main(
-        [
-            str(RECIPES / "hparams" / "asr_conformer_ctc.yaml"),
-            f"--data_folder={data}",
-            f"--output_folder={asr_out}",
-            *DEBUG,
-        ]
-    )
+    wer = run_recipe("train_asr_ctc", "asr_conformer_ctc.yaml", data, asr_out, *DEBUG)
     pretrained = asr_out / "pretrained"
     assert {"asr.ckpt", "normalizer.ckpt", "label_encoder.txt", "wer.json"} <= {
         p.name for p in pretrained.iterdir()
@@ -49,17 +77,11 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     assert any(k.startswith("0.convblock_0") for k in state)
     assert state["2.w.weight"].shape == (41, 64)
 
-    brain = train.main(
-        [
-            str(RECIPES / "hparams" / "conformer_adaptor.yaml"),
-            f"--data_folder={data}",
-            f"--asr_folder={pretrained}",
-            f"--output_folder={tmp_path / 'adaptor'}",
-            *DEBUG,
-        ]
-    )
-    result = brain.test_results["val_speakers_text_independent.txt"]
-    assert 0.0 <= result["EER"] <= 100.0 and result["target_trials"] > 0
+    options = [f"--asr_folder={pretrained}", *DEBUG]
+    brain = run_recipe("train", "conformer_adaptor.yaml", data, tmp_path / "adaptor", *options)
+    # Scored (debug mode: the trials among its two batches).
+    result = brain.test_results[TRIALS]
+    assert result["target_trials"] > 0 and result["nontarget_trials"] > 0
     # The frozen ASR model is still exactly the checkpoint's.
     asr_model = brain.modules.embedding_model.asr_model
     for key, value in asr_model.backbone.Transformer.state_dict().items():
@@ -81,17 +103,9 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     assert words == model.transcribe_batch(wavs, lens) and len(words) == 2
 
     # The distillation recipe runs through train.py with the Brain it names.
-    brain = train.main(
-        [
-            str(RECIPES / "hparams" / "conformer_distill.yaml"),
-            f"--data_folder={data}",
-            f"--asr_folder={pretrained}",
-            f"--output_folder={tmp_path / 'distill'}",
-            *DEBUG,
-        ]
-    )
+    brain = run_recipe("train", "conformer_distill.yaml", data, tmp_path / "distill", *options)
     assert type(brain) is ConformerDistillationBrain
-    assert brain.test_results["val_speakers_text_independent.txt"]["target_trials"] > 0
+    assert brain.test_results[TRIALS]["target_trials"] > 0
     # Its export is a plain MFA-Conformer speaker model (the auxiliary CTC layer stays
     # behind) with the same embeddings.
     model = load_model(export_model(tmp_path / "distill", tmp_path / "distill_export"))
@@ -102,7 +116,7 @@ def test_asr_recipe_then_adaptor_recipe(shared_data, tmp_path, monkeypatch):
     torch.testing.assert_close(model.encode_batch(wavs, lens), expected, atol=1e-5, rtol=0)
 
 
-def test_random_init_conformer_learns_speakers(shared_data, tmp_path, monkeypatch):
+def test_random_init_conformer_learns_speakers(shared_data, tmp_path):
     """conformer_random.yaml (system B's baseline) for 2 epochs on the 18 training
     speakers; EER on the 6 val speakers' text-independent trials (chance: 50 %).
 
@@ -116,23 +130,8 @@ def test_random_init_conformer_learns_speakers(shared_data, tmp_path, monkeypatc
     it. The 15-epoch figures of README_conformer.md are measured by
     compare_conformer.py, not here.
     """
-    monkeypatch.syspath_prepend(str(RECIPES))
-    import train
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as measured (and as compare_conformer.py runs it)
-    try:
-        brain = train.main(
-            [
-                str(RECIPES / "hparams" / "conformer_random.yaml"),
-                f"--data_folder={shared_data / 'arabic_speech_commands'}",
-                f"--output_folder={tmp_path / 'random'}",
-                "--number_of_epochs=2",
-                "--noprogressbar",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    eer = brain.test_results["val_speakers_text_independent.txt"]["EER"]
+    data = shared_data / "arabic_speech_commands"
+    brain = run_recipe("train", "conformer_random.yaml", data, tmp_path, "--number_of_epochs=2")
+    eer = brain.test_results[TRIALS]["EER"]
     print(f"random-init Conformer, 2 epochs, 6 held-out speakers: EER {eer:.2f}%")
     assert eer < 46.3
