@@ -36,31 +36,11 @@ def onnx_files(exported, tmp_path_factory):
     """fp32 and int8 waveform-in files written by the command line."""
     root = tmp_path_factory.mktemp("onnx")
     files = {"fp32": root / "model.onnx", "int8": root / "model_int8.onnx"}
-    cli_main(
-        [
-            "onnx",
-            "--model",
-            str(exported),
-            "--device",
-            "cpu",
-            "--waveform",
-            "--output",
-            str(files["fp32"]),
-        ]
-    )
-    cli_main(
-        [
-            "onnx",
-            "--model",
-            str(exported),
-            "--device",
-            "cpu",
-            "--waveform",
-            "--int8",
-            "--output",
-            str(files["int8"]),
-        ]
-    )
+    for precision, options in (("fp32", []), ("int8", ["--int8"])):
+        cli_main(
+            ["onnx", "--model", str(exported), "--device", "cpu", "--waveform", *options]
+            + ["--output", str(files[precision])]
+        )
     return files
 
 
