@@ -36,6 +36,54 @@ def lengths_to_mask(lengths, max_len):
     return frames[None, :] < abs_lengths.to(frames.device)[:, None]
 
 
+def recipe_lengths(lengths, batch, device=None):
+    """Relative lengths as SpeechBrain's recipe scripts pass them to a module.
+
+    None means every utterance fills the batch. SpeechBrain's
+    ``extract_speaker_embeddings.py`` passes the absolute sample count of a batch
+    of one (``torch.Tensor([data.shape[1]])``): a batch of one is full length, so
+    such a count reads as 1.0. Above 1 in a larger batch is ambiguous: an error.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        ``[batch]`` relative lengths in (0, 1], or as described above.
+    batch : int
+        Batch size of the tensor the lengths describe.
+    device : torch.device, optional
+        Device of the returned tensor (default: that of ``lengths``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]`` relative lengths.
+
+    Example
+    -------
+    >>> recipe_lengths(torch.tensor([16000.0]), 1)
+    tensor([1.])
+    >>> recipe_lengths(None, 2)
+    tensor([1., 1.])
+    >>> recipe_lengths(torch.tensor([1.0, 3.0]), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: lengths must be relative, in (0, 1] ...
+    """
+    if lengths is None:
+        return torch.ones(batch, device=device)
+    lengths = torch.as_tensor(lengths, device=device)
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if bool((lengths > 1).any()):
+        if batch != 1:
+            raise ValueError(
+                "lengths must be relative, in (0, 1] (fractions of the padded length, "
+                f"as SpeechBrain's data loaders give them), got {lengths.tolist()}"
+            )
+        lengths = torch.ones_like(lengths, dtype=torch.float)
+    return lengths
+
+
 def count_parameters(module, trainable_only=False, exclude=()):
     """Number of parameters of a module.
 

@@ -22,3 +22,19 @@ def shared_data():
             "(set SV_TEST_DATA to the folder holding arabic_speech_commands/)"
         )
     return DATA_ROOT
+
+
+# Other projects' scripts that tests run unchanged (SpeechBrain's recipes; PEERS.md).
+PEERS_ROOT = pathlib.Path(os.environ.get("SV_TEST_PEERS", REPO_ROOT.parent / "shared" / "peers"))
+SPEECHBRAIN_RECIPES = PEERS_ROOT / "speechbrain_v1.1.0" / "recipes"
+
+
+@pytest.fixture(scope="session")
+def speechbrain_recipes():
+    """SpeechBrain v1.1.0's recipe folder; skips the test when it is absent."""
+    if not (SPEECHBRAIN_RECIPES / "VoxCeleb" / "SpeakerRec").is_dir():
+        pytest.skip(
+            f"SpeechBrain's recipe scripts not found at {SPEECHBRAIN_RECIPES} "
+            "(set SV_TEST_PEERS to the folder holding speechbrain_v1.1.0/)"
+        )
+    return SPEECHBRAIN_RECIPES

@@ -1,10 +1,10 @@
 """A training run (its best checkpoint and yaml) as an inference model."""
 
 import datetime
-import logging
 import pathlib
 
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
 from speechbrain_w2vbert_sv.inference.model_yaml import (
@@ -19,13 +19,19 @@ from speechbrain_w2vbert_sv.inference.model_yaml import (
     model_section_settings,
     read_resolved_yaml,
 )
+from speechbrain_w2vbert_sv.inference.speechbrain_runs import (
+    is_speechbrain_run,
+    speechbrain_pipeline,
+    speechbrain_run_settings,
+    speechbrain_run_state,
+)
 from speechbrain_w2vbert_sv.training.checkpoints import (
     AtomicCheckpointer,
     best_checkpoint,
 )
 from speechbrain_w2vbert_sv.utils import load_checkpoint_file
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def find_checkpoint(run):
@@ -74,10 +80,13 @@ def _started_from(run):
     )
 
 
-def _load_weights(module, checkpoint, source):
+def _load_weights(module, checkpoint, source, tree):
     """Strictly loads a state dict (a LoRA one merges into a plain backbone), less
     the training-only parts (the auxiliary CTC layer of a distilled student)."""
-    state = load_checkpoint_file(checkpoint)
+    if is_speechbrain_run(tree):
+        state = speechbrain_run_state(tree, checkpoint.parent, module)
+    else:
+        state = load_checkpoint_file(checkpoint)
     expected = module.state_dict()
     state = {
         k: v for k, v in state.items() if k in expected or not k.startswith(TRAINING_ONLY_PREFIXES)
@@ -104,10 +113,13 @@ def _run_files(run, hparams_file):
     return checkpoint, weights, hparams_file
 
 
-def inference_definition(hparams_file, overrides, keep_lora=False):
-    """Definition, settings and extra top-level values of a run's inference model."""
-    tree = read_resolved_yaml(hparams_file, overrides)
-    definition, settings = model_section_settings(tree, hparams_file)
+def inference_definition(tree, hparams_file, keep_lora=False):
+    """Definition, settings and extra top-level values of a run's inference model
+    (``tree``: its parsed yaml, a SpeechBrain recipe's or this package's)."""
+    if is_speechbrain_run(tree):
+        definition, settings = speechbrain_run_settings(tree, hparams_file)
+    else:
+        definition, settings = model_section_settings(tree, hparams_file)
     extra = {}
     if definition == W2VBERT_DEFINITION:
         config = encoder_config(settings)
@@ -164,19 +176,34 @@ def load_run(run, hparams_file=None, overrides=None, threshold=None):
         f"# Exported by speechbrain_w2vbert_sv {datetime.date.today()} from "
         f"{checkpoint.name} of {checkpoint.parent.parent.name} (LoRA merged).\n"
     )
-    definition, settings, extra = inference_definition(hparams_file, overrides)
+    tree = read_resolved_yaml(hparams_file, overrides)
+    definition, settings, extra = inference_definition(tree, hparams_file)
     text = inference_hparams_text(settings, threshold, header, definition, extra)
     hparams = load_hyperpyyaml(text)
-    _load_weights(hparams["embedding_model"], weights, hparams_file)
+    _load_weights(hparams["embedding_model"], weights, hparams_file, tree)
     hparams["embedding_model"].eval()
     return hparams, text
 
 
 def trained_model(run, hparams_file, overrides):
-    """The run's model as trained (LoRA adapters kept), for the export check."""
-    _, weights, hparams_file = _run_files(run, hparams_file)
-    definition, settings, extra = inference_definition(hparams_file, overrides, keep_lora=True)
+    """The run's model as trained, for the export check: ``(wavs, wav_lens) ->
+    embeddings``; with LoRA adapters kept, and for a SpeechBrain recipe's run its own
+    pipeline of slots (see :func:`speechbrain_pipeline`).
+
+    Returns
+    -------
+    model : callable
+        The model.
+    exact_padding : bool
+        Whether it takes padded batches exactly as the exported model does
+        (SpeechBrain's slots read relative lengths at the frame rate: one frame off).
+    """
+    checkpoint, weights, hparams_file = _run_files(run, hparams_file)
+    tree = read_resolved_yaml(hparams_file, overrides)
+    if is_speechbrain_run(tree):
+        return speechbrain_pipeline(tree, checkpoint), False
+    definition, settings, extra = inference_definition(tree, hparams_file, keep_lora=True)
     text = inference_hparams_text(settings, definition=definition, extra=extra)
     model = load_hyperpyyaml(text)["embedding_model"]
-    _load_weights(model, weights, hparams_file)
-    return model.eval()
+    _load_weights(model, weights, hparams_file, tree)
+    return model.eval(), True

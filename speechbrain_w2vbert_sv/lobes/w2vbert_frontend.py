@@ -11,9 +11,14 @@ Authors
 
 import torch
 
+from speechbrain_w2vbert_sv.utils import recipe_lengths
+
 __all__ = [
     "W2VBertFbank",
+    "W2VBertFeatureNormalization",
+    "W2VBertLogMel",
     "check_waveform_batch",
+    "normalize_and_stack",
     "num_fbank_frames",
     "num_output_frames",
 ]
@@ -197,6 +202,69 @@ def check_waveform_batch(wavs, wav_lens=None, min_samples=1, name="wavs"):
             idx = bad.nonzero()[:, 0].tolist()
             raise ValueError(f"{name} has NaN or Inf samples in utterance(s) {idx}")
     return wavs, num_samples
+
+
+def normalize_and_stack(mel, num_frames, stride=2, normalize=True):
+    """Per-utterance normalisation of each mel bin, then ``stride`` frames stacked.
+
+    The second half of :class:`W2VBertFbank`: statistics over each utterance's
+    ``num_frames`` valid frames (mean, unbiased variance, ``+1e-7``), frames beyond
+    them and an incomplete last group of frames zeroed, consecutive frames stacked.
+
+    Arguments
+    ---------
+    mel : torch.Tensor
+        Log-mel energies ``[batch, frames, num_mel_bins]``.
+    num_frames : torch.Tensor
+        Valid frames per utterance ``[batch]`` (integers, at least 2 with
+        ``normalize``).
+    stride : int
+        Frames stacked into one output frame.
+    normalize : bool
+        Normalise each mel bin over each utterance's valid frames.
+
+    Returns
+    -------
+    feats : torch.Tensor
+        ``[batch, frames // stride, num_mel_bins * stride]``.
+    feat_lens : torch.Tensor
+        ``[batch]`` relative lengths of the stacked sequences.
+
+    Example
+    -------
+    >>> mel = torch.randn(2, 9, 4)
+    >>> feats, lens = normalize_and_stack(mel, torch.tensor([9, 6]))
+    >>> feats.shape, lens
+    (torch.Size([2, 4, 8]), tensor([1.0000, 0.7500]))
+    >>> bool(feats[1, 3:].abs().sum() == 0)
+    True
+    """
+    batch, frames, num_mel_bins = mel.shape
+    out_frames = frames // stride
+    num_frames = num_frames.to(mel.device)
+    num_out = torch.div(num_frames, stride, rounding_mode="floor")
+    full = bool((num_frames == frames).all())
+
+    if not full:
+        # Frames of the padding are left out of the statistics, and zeroed
+        # with the incomplete last group of frames.
+        time_idx = torch.arange(frames, device=mel.device)
+        valid = (time_idx < num_frames[:, None])[..., None]
+        mel = torch.where(valid, mel, 0.0)
+    feats = mel
+    if normalize:
+        count = num_frames.to(mel.dtype)[:, None, None]
+        centred = mel - mel.sum(dim=1, keepdim=True) / count
+        if not full:
+            centred = centred * valid
+        var = centred.square().sum(dim=1, keepdim=True) / (count - 1)
+        feats = centred * torch.rsqrt(var + 1e-7)
+    if not full:
+        feats = feats * (time_idx < num_out[:, None] * stride)[..., None]
+
+    feats = feats[:, : out_frames * stride].reshape(batch, out_frames, stride * num_mel_bins)
+    feat_lens = num_out.to(feats.dtype) / out_frames
+    return feats, feat_lens
 
 
 def _kaldi_mel(freq):
@@ -434,31 +502,136 @@ class W2VBertFbank(torch.nn.Module):
         # The mel matmul stays in full precision under a caller's autocast.
         with torch.autocast(wavs.device.type, enabled=False):
             mel = self.log_mel(wavs)
-        frames = mel.shape[1]
-        out_frames = frames // self.stride
         num_frames = num_fbank_frames(num_samples, self.win_length, self.hop_length)
-        num_out = torch.div(num_frames, self.stride, rounding_mode="floor")
-        full = bool((num_frames == frames).all())
+        return normalize_and_stack(mel, num_frames, self.stride, self.normalize)
 
-        if not full:
-            # Frames of the padding are left out of the statistics, and zeroed
-            # with the incomplete last group of frames.
-            time_idx = torch.arange(frames, device=mel.device)
-            valid = (time_idx < num_frames[:, None])[..., None]
-            mel = torch.where(valid, mel, 0.0)
-        feats = mel
-        if self.normalize:
-            count = num_frames.to(mel.dtype)[:, None, None]
-            centred = mel - mel.sum(dim=1, keepdim=True) / count
-            if not full:
-                centred = centred * valid
-            var = centred.square().sum(dim=1, keepdim=True) / (count - 1)
-            feats = centred * torch.rsqrt(var + 1e-7)
-        if not full:
-            feats = feats * (time_idx < num_out[:, None] * self.stride)[..., None]
 
-        feats = feats[:, : out_frames * self.stride].reshape(
-            batch, out_frames, self.stride * self.num_mel_bins
+class W2VBertLogMel(torch.nn.Module):
+    """The ``compute_features`` step of SpeechBrain's speaker recipes for w2v-BERT:
+    the Kaldi log-mel energies of :class:`W2VBertFbank`, every frame, not normalised.
+
+    SpeechBrain's scripts call ``compute_features(wavs)`` without lengths, then
+    ``mean_var_norm(feats, lens)``: the per-utterance statistics need the lengths,
+    so they are :class:`W2VBertFeatureNormalization`'s job. Frames are computed
+    one by one, so an utterance's frames are the same padded or alone.
+
+    Arguments
+    ---------
+    sample_rate, num_mel_bins, win_length, hop_length, n_fft, preemphasis, min_frequency
+        As in :class:`W2VBertFbank`.
+
+    Example
+    -------
+    >>> compute_features = W2VBertLogMel()
+    >>> compute_features(torch.randn(2, 16000) * 0.1).shape
+    torch.Size([2, 98, 80])
+    """
+
+    def __init__(
+        self,
+        sample_rate=16000,
+        num_mel_bins=80,
+        win_length=400,
+        hop_length=160,
+        n_fft=512,
+        preemphasis=0.97,
+        min_frequency=20.0,
+    ):
+        super().__init__()
+        self.fbank = W2VBertFbank(
+            sample_rate=sample_rate,
+            num_mel_bins=num_mel_bins,
+            stride=1,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_fft=n_fft,
+            preemphasis=preemphasis,
+            min_frequency=min_frequency,
+            normalize=False,
         )
-        feat_lens = num_out.to(feats.dtype) / out_frames
-        return feats, feat_lens
+
+    def forward(self, wavs, wav_lens=None):
+        """Log-mel energies of a padded batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` waveforms in [-1, 1] (SpeechBrain pads with zeros).
+        wav_lens : torch.Tensor, optional
+            Ignored: every frame is returned (accepted for callers that pass it).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, num_mel_bins]``.
+        """
+        del wav_lens  # frames are per-frame computations; the normaliser masks
+        fbank = self.fbank
+        wavs, _ = check_waveform_batch(wavs, min_samples=fbank.win_length + fbank.hop_length)
+        with torch.autocast(wavs.device.type, enabled=False):
+            return fbank.log_mel(wavs)
+
+
+class W2VBertFeatureNormalization(torch.nn.Module):
+    """The ``mean_var_norm`` step of SpeechBrain's speaker recipes for w2v-BERT:
+    each mel bin normalised over each utterance's frames, then ``stride`` frames
+    stacked (the rest of :class:`W2VBertFbank`, see :func:`normalize_and_stack`).
+
+    Lengths are relative, as everywhere in SpeechBrain: an utterance has
+    ``round(length * frames)`` valid frames. Unpadded utterances get exactly the
+    features of :class:`W2VBertFbank`; a padded one may count one frame more or
+    less than its waveform has, the precision of a relative length.
+
+    Arguments
+    ---------
+    stride : int
+        Frames stacked into one output frame.
+    normalize : bool
+        Normalise each mel bin (False: stacking only).
+
+    Example
+    -------
+    >>> wavs = torch.randn(2, 16000) * 0.1
+    >>> mel = W2VBertLogMel()(wavs)
+    >>> feats = W2VBertFeatureNormalization()(mel, torch.ones(2))
+    >>> bool(torch.allclose(feats, W2VBertFbank()(wavs)[0], atol=1e-5))
+    True
+    """
+
+    def __init__(self, stride=2, normalize=True):
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"stride must be positive, got {stride}")
+        self.stride = stride
+        self.normalize = normalize
+
+    def forward(self, feats, lengths=None):
+        """Normalised, stacked features.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            ``[batch, frames, num_mel_bins]`` log-mel energies.
+        lengths : torch.Tensor, optional
+            ``[batch]`` relative lengths (None: all full length).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames // stride, num_mel_bins * stride]``.
+        """
+        if feats.dim() != 3:
+            raise ValueError(
+                f"W2VBertFeatureNormalization takes [batch, frames, mel bins] log-mel "
+                f"features (W2VBertLogMel's output), got shape {tuple(feats.shape)}"
+            )
+        batch, frames, _ = feats.shape
+        lengths = recipe_lengths(lengths, batch, feats.device)
+        num_frames = torch.round(lengths.double() * frames).long().clamp(1, frames)
+        fewest = max(self.stride, 2) if self.normalize else self.stride
+        if bool((num_frames < fewest).any()):
+            raise ValueError(
+                f"an utterance has {int(num_frames.min())} frames: at least {fewest} are "
+                "needed (normalisation and stacking)"
+            )
+        return normalize_and_stack(feats, num_frames, self.stride, self.normalize)[0]
