@@ -1,10 +1,19 @@
 """Folders exported by earlier versions keep loading and giving the same embeddings.
 
-``tests/data/legacy_exports`` holds tiny folders written before the package was split
-into ``lobes/``, ``training/``, ``scoring/`` and ``inference/``: their
-``hyperparams.yaml`` names the old module paths (``speechbrain_w2vbert_sv.lobes.heads.MFAHead``,
-``speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank``, ...), and ``expected_embeddings.pt``
-holds the embeddings that version computed for ``inputs.pt``.
+``tests/data/legacy_exports`` holds tiny exported folders of each generation, with
+``expected_embeddings.pt``: the embeddings that version computed for ``inputs.pt``.
+
+* ``w2vbert_mfa`` and ``conformer_mfa`` (main at 31a7373, ``make_legacy_exports.py``):
+  written before the package was split into ``lobes/``, ``training/``, ``scoring/``
+  and ``inference/``: their ``hyperparams.yaml`` names the module paths of that time
+  (``speechbrain_w2vbert_sv.heads.MFAHead``, ``speechbrain_w2vbert_sv.frontend.W2VBertFbank``,
+  ``speechbrain_w2vbert_sv.embedding_model.SpeakerEmbeddingModel``, ...).
+* ``main_0ff0bd5/`` (main at 0ff0bd5, ``make_exports.py``): written before
+  ``SpeakerEmbeddingModel`` became a subclass of ``FeatureEmbeddingModel`` and the
+  w2v-BERT front end was split; their ``hyperparams.yaml`` names the ``lobes/`` paths
+  (``speechbrain_w2vbert_sv.lobes.w2vbert_frontend.W2VBertFbank``, ...), ``model_type``
+  and ``pooling_eps``. The w2v-BERT model had LoRA (rank 2) merged at export. Same
+  seeds as 31a7373's, so the weights and embeddings are the same: only the yaml differs.
 """
 
 import pathlib
@@ -17,10 +26,15 @@ from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition
 
 LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy_exports"
 
+# Generation (subfolder of LEGACY; "" for 31a7373's, kept where they were first written).
+GENERATIONS = {"31a7373": "", "main_0ff0bd5": "main_0ff0bd5"}
+MODELS = ["w2vbert_mfa", "conformer_mfa"]
 
-@pytest.mark.parametrize("name", ["w2vbert_mfa", "conformer_mfa"])
-def test_legacy_folder_loads_with_the_same_embeddings(name):
-    folder = LEGACY / name
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("generation", list(GENERATIONS))
+def test_legacy_folder_loads_with_the_same_embeddings(generation, name, tmp_path):
+    folder = LEGACY / GENERATIONS[generation] / name
     inputs = torch.load(LEGACY / "inputs.pt", weights_only=True)
     expected = torch.load(folder / "expected_embeddings.pt", weights_only=True)
     model = load_model(folder)
@@ -34,8 +48,9 @@ def test_legacy_folder_loads_with_the_same_embeddings(name):
     # A different input gives different embeddings: the comparison can fail.
     other = model.encode_batch(inputs["wavs"].flip(1), inputs["lens"])
     assert (other - expected).abs().max() > 1e-3
-    # SpeechBrain's stock class reads the same folder.
-    stock = EncoderClassifier.from_hparams(source=str(folder))
+    # SpeechBrain's stock class reads the same folder (fetched into a savedir of its
+    # own, so the test leaves the data folder as it was).
+    stock = EncoderClassifier.from_hparams(source=str(folder), savedir=str(tmp_path / "stock"))
     torch.testing.assert_close(
         stock.encode_batch(inputs["wavs"], inputs["lens"]), expected, atol=1e-4, rtol=0
     )
