@@ -22,7 +22,6 @@ A killed run resumes where it stopped (each phase has its checkpoints).
 """
 
 import copy
-import logging
 import pathlib
 import shutil
 import sys
@@ -55,8 +54,6 @@ from speechbrain_w2vbert_sv.training.checkpoints import (
     run_save_folder,
 )
 from speechbrain_w2vbert_sv.utils import count_parameters
-
-logger = logging.getLogger(__name__)
 
 
 def encoder_size(model):

@@ -21,7 +21,6 @@ Run::
 """
 
 import json
-import logging
 import os
 import pathlib
 import shutil
@@ -31,6 +30,7 @@ import speechbrain as sb
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.utils.logger import get_logger
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -40,7 +40,7 @@ from speechbrain_w2vbert_sv.data.audio import load_audio  # noqa: E402
 from speechbrain_w2vbert_sv.data.generic import prepare_arabic_speech_commands  # noqa: E402
 from speechbrain_w2vbert_sv.experiment import start_experiment
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class CTCASRBrain(sb.Brain):

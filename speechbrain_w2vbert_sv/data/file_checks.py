@@ -7,16 +7,16 @@ rates or with several channels are kept:
 """
 
 import concurrent.futures
-import logging
 import os
 import pathlib
 
 import numpy as np
 import soundfile
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.audio import AudioFileError, audio_info
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 SKIPPED_REPORT = "skipped.txt"
 

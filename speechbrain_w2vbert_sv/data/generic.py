@@ -18,10 +18,11 @@ Example
 '00000007'
 """
 
-import logging
 import os
 import pathlib
 import re
+
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.csv_io import read_file_list
 from speechbrain_w2vbert_sv.data.file_checks import DEFAULT_MIN_DURATION
@@ -31,7 +32,7 @@ from speechbrain_w2vbert_sv.data.preparation import (
     save_preparation_options,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 ASC_SPEAKER_REGEX = r"(?:^|/)(\d{8})_NO_\d+\.\w+$"

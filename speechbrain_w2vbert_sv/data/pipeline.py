@@ -17,7 +17,6 @@ Example
 """
 
 import functools
-import logging
 import os
 import pathlib
 import random
@@ -26,11 +25,12 @@ import torch
 import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.audio import AudioFileError, audio_info, load_audio
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv, read_file_list
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def speed_factor_order(speed_perturb):
@@ -172,7 +172,12 @@ class _TrainItemLoader:
             except AudioFileError as error:
                 if utt_id not in self.failed:
                     self.failed.add(utt_id)
-                    logger.warning("Replacing a training utterance that failed to load: %s", error)
+                    # Each process loads its own shard: report on every rank, not rank 0 only.
+                    logger.warning(
+                        "Replacing a training utterance that failed to load: %s",
+                        error,
+                        main_process_only=False,
+                    )
                 usable = len(self.ids) - len(self.failed)
                 if usable <= 0:
                     break

@@ -1,10 +1,11 @@
 """Shared steps of every corpus preparation: skipping a finished one, dev split, rows."""
 
 import json
-import logging
 import os
 import pathlib
 import random
+
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, write_csv
 from speechbrain_w2vbert_sv.data.file_checks import (
@@ -14,7 +15,7 @@ from speechbrain_w2vbert_sv.data.file_checks import (
     report_problems,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _options_file(save_folder, name):

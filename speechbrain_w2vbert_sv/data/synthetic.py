@@ -25,12 +25,12 @@ Example
 """
 
 import itertools
-import logging
 import pathlib
 
 import numpy
 import scipy.signal
 import soundfile
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.audio import AudioInfo
 from speechbrain_w2vbert_sv.data.csv_io import write_csv
@@ -41,7 +41,7 @@ from speechbrain_w2vbert_sv.data.preparation import (
     split_dev,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # F1-F4 (Hz) of an adult male voice (after Peterson & Barney), by vowel label.
 VOWELS = {

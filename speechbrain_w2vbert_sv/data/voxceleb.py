@@ -21,12 +21,13 @@ Example
 
 import concurrent.futures
 import gzip
-import logging
 import os
 import pathlib
 import re
 import shutil
 import subprocess
+
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.audio import COMPRESSED_SUFFIXES
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id
@@ -38,7 +39,7 @@ from speechbrain_w2vbert_sv.data.preparation import (
 )
 from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Short names of the official VoxCeleb1 trial lists (O cleaned is the usual "Vox1-O").
 TRIAL_LISTS = {

@@ -38,12 +38,12 @@ torch.Size([1, 1, 16])
 """
 
 import datetime
-import logging
 import pathlib
 import re
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.logger import get_logger
 from transformers import Wav2Vec2BertConfig
 
 from speechbrain_w2vbert_sv.inference.model_card import CARD_FILE, model_card
@@ -65,7 +65,7 @@ from speechbrain_w2vbert_sv.inference.source_checkpoints import (
 )
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import build_w2vbert_config
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _layer_size(state, layer, name, dim=0):

@@ -7,18 +7,18 @@ w2v-BERT, the encoder config written in, ``w2vbert_source: null``, LoRA off).
 """
 
 import io
-import logging
 import pathlib
 
 import ruamel.yaml
 from hyperpyyaml import resolve_references
 from ruamel.yaml.error import YAMLError
+from speechbrain.utils.logger import get_logger
 from transformers import AutoConfig, PretrainedConfig
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError, build_w2vbert_config
 from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # hparams/ sits inside the package once installed and beside it in the repository.
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ checking every key and shape it can before anything is written, and
 :func:`merge_lora` folds a LoRA (stage-1) encoder into plain weights.
 """
 
-import logging
 import pathlib
 
 import torch
@@ -15,8 +14,6 @@ import yaml
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.utils import load_checkpoint_file
-
-logger = logging.getLogger(__name__)
 
 PAPER = "paper"
 WESPEAKER = "wespeaker"

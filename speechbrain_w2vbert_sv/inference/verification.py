@@ -11,12 +11,12 @@ writes the scores of each system, a results table (EER, minDCF at p_target 0.01 
 import csv
 import dataclasses
 import json
-import logging
 import os
 import pathlib
 
 import numpy as np
 import torch
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv import scoring
 from speechbrain_w2vbert_sv.data.csv_io import read_file_list
@@ -32,7 +32,7 @@ from speechbrain_w2vbert_sv.scoring.metrics import (
     det_curve,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # How many offending lines or files an error message lists.
 MAX_REPORTED = 10

@@ -20,11 +20,11 @@ Example
 dict_keys(['frontend.encoder.encoder.x', 'bottleneck.weight'])
 """
 
-import logging
 import pathlib
 
 import torch
 import yaml
+from speechbrain.utils.logger import get_logger
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig
 
 from speechbrain_w2vbert_sv.inference.model_card import (
@@ -36,7 +36,7 @@ from speechbrain_w2vbert_sv.inference.model_card import (
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "avg_model.pt"

@@ -8,12 +8,12 @@ not part of the encoder).
 """
 
 import dataclasses
-import logging
 import pathlib
 
 import torch
+from speechbrain.utils.logger import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Order of the `model` ModuleList that SpeechBrain's LibriSpeech Transformer/Conformer
 # recipes checkpoint as model.ckpt: [CNN, Transformer, seq_lin, ctc_lin].

@@ -7,10 +7,10 @@ Its front end and encoder load from SpeechBrain ASR checkpoints with
 import collections
 
 import torch
+from speechbrain.decoders.ctc import ctc_greedy_decode
 from speechbrain.nnet.linear import Linear
 
 from speechbrain_w2vbert_sv.lobes.asr_checkpoint import load_asr_checkpoint
-from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
 CTCOutput = collections.namedtuple(
     "CTCOutput", ["log_probs", "encoder_out", "hidden_states", "lengths"]
@@ -101,7 +101,9 @@ class ConformerCTC(torch.nn.Module):
 
     @staticmethod
     def greedy_decode(log_probs, lengths, blank_index=0):
-        """Best-path CTC decoding (repeats merged, blanks removed).
+        """Best-path CTC decoding (repeats merged, blanks removed): SpeechBrain's
+        ``ctc_greedy_decode``, with the blank first by default as in SpeechBrain's ASR
+        recipes (``ctc_greedy_decode`` defaults to the last index).
 
         Arguments
         ---------
@@ -124,16 +126,4 @@ class ConformerCTC(torch.nn.Module):
         >>> ConformerCTC.greedy_decode(log_probs, torch.tensor([1.0, 4 / 7]))
         [[1, 1, 2, 3], [2, 2, 3]]
         """
-        mask = lengths_to_mask(lengths, log_probs.shape[1])
-        best = log_probs.argmax(dim=-1)
-        hyps = []
-        for seq, valid in zip(best.tolist(), mask.tolist()):
-            tokens, previous = [], None
-            for token, keep in zip(seq, valid):
-                if not keep:
-                    break
-                if token != previous and token != blank_index:
-                    tokens.append(token)
-                previous = token
-            hyps.append(tokens)
-        return hyps
+        return ctc_greedy_decode(log_probs, lengths, blank_id=blank_index)

@@ -28,9 +28,10 @@ from speechbrain.utils.distributed import (
     ddp_broadcast,
     if_main_process,
 )
+from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Metrics that select the best checkpoint, in order of preference (lower is better).
 SELECTION_KEYS = ("EER", "dev_error")

@@ -9,14 +9,13 @@ validation by EER on a trial list at the end of every epoch, and checkpoints tha
 the best model by dev EER.
 """
 
-import logging
-
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import (
     if_main_process,
     is_distributed_initialized,
 )
+from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
@@ -31,7 +30,7 @@ from speechbrain_w2vbert_sv.training.checkpoints import (
 )
 from speechbrain_w2vbert_sv.training.optimizers import build_optimizers, learning_rates
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class SpeakerBrain(sb.Brain):

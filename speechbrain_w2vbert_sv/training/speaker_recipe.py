@@ -2,12 +2,12 @@
 scripts that run several trainings (``compare_conformer.py``) call it directly.
 """
 
-import logging
 import pathlib
 import shutil
 
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv, write_csv
 from speechbrain_w2vbert_sv.data.pipeline import make_eval_dataset, make_train_dataset
@@ -25,7 +25,7 @@ from speechbrain_w2vbert_sv.training.checkpoints import (
 )
 from speechbrain_w2vbert_sv.training.speaker_brain import SpeakerBrain
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 EVAL_COLUMNS = ("ID", "duration", "wav", "spk_id")
 

@@ -94,7 +94,7 @@ def recipe_folder(speechbrain_recipes, folder):
     return folder
 
 
-def _rows(asc, files, spk_of):
+def rows(asc, files, spk_of):
     for path in files:
         info = soundfile.info(str(asc / path))
         yield {
@@ -148,8 +148,8 @@ def prepare_training(asc, save_folder, dev_per_speaker=8, shuffle_labels=False, 
     if shuffle_labels:
         shuffled = rng.permutation(list(labels.values())).tolist()
         labels = dict(zip(labels, shuffled))
-    write_csv(save_folder / "train.csv", _rows(asc, train, labels.get))
-    write_csv(save_folder / "dev.csv", _rows(asc, dev, speaker_of))
+    write_csv(save_folder / "train.csv", rows(asc, train, labels.get))
+    write_csv(save_folder / "dev.csv", rows(asc, dev, speaker_of))
 
     noise = sorted((asc / "background_noise").glob("*.flac"))
     with open(save_folder / "noise.csv", "w", encoding="utf-8") as f:
@@ -176,10 +176,10 @@ def prepare_verification(asc, save_folder):
     lines = (asc / TRIALS).read_text(encoding="utf-8").split("\n")
     enrol = sorted({line.split()[1] for line in lines if line.strip()})
     test = sorted({line.split()[2] for line in lines if line.strip()})
-    write_csv(save_folder / "enrol.csv", _rows(asc, enrol, speaker_of))
-    write_csv(save_folder / "test.csv", _rows(asc, test, speaker_of))
+    write_csv(save_folder / "enrol.csv", rows(asc, enrol, speaker_of))
+    write_csv(save_folder / "test.csv", rows(asc, test, speaker_of))
     if not (save_folder / "train.csv").is_file():
-        write_csv(save_folder / "train.csv", _rows(asc, enrol[:10], speaker_of))
+        write_csv(save_folder / "train.csv", rows(asc, enrol[:10], speaker_of))
 
 
 def checkpoint_of(run):

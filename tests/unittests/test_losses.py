@@ -1,12 +1,13 @@
-"""AAMSoftmaxLoss without ``easy_margin`` (the branch every recipe uses) against
-independent computations: the angle written out in float64, and SpeechBrain's
-``AdditiveAngularMargin`` with its ``LogSoftmaxWrapper``."""
+"""The recipes' loss, SpeechBrain's ``LogSoftmaxWrapper(AdditiveAngularMargin)``
+without ``easy_margin``, and ``AAMSoftmaxLoss`` (the same under this package's earlier
+name) against the angle written out in float64."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
 from speechbrain_w2vbert_sv.lobes.losses import AAMSoftmaxLoss
@@ -48,40 +49,69 @@ def batch():
     return cosine, targets
 
 
+def speechbrains(margin, scale):
+    return LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))
+
+
+def target_logits(cosine, targets, margin, scale):
+    """The logits of AdditiveAngularMargin, given class indices [B]."""
+    one_hot = torch.nn.functional.one_hot(targets, cosine.shape[1]).float()
+    return AdditiveAngularMargin(margin=margin, scale=scale)(cosine, one_hot)
+
+
+@pytest.mark.parametrize("build", [speechbrains, AAMSoftmaxLoss])
 @pytest.mark.parametrize("margin, scale", [(0.2, 32.0), (0.5, 32.0), (0.3, 10.0)])
-def test_loss_equals_the_angle_formula(batch, margin, scale):
+def test_loss_equals_the_angle_formula(batch, build, margin, scale):
     cosine, targets = batch
-    loss = AAMSoftmaxLoss(margin=margin, scale=scale)(cosine, targets)
+    loss = build(margin=margin, scale=scale)(cosine, targets)
     expected = reference_loss(cosine[:, 0].numpy(), targets[:, 0].numpy(), margin, scale)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     # At least one target lies past theta = pi - m, so the continuation is exercised.
     assert (cosine[:, 0].gather(1, targets).squeeze(1) < -math.cos(margin)).any()
 
 
-@pytest.mark.parametrize("margin, scale", [(0.2, 32.0), (0.5, 30.0)])
-def test_loss_and_gradient_equal_speechbrains(batch, margin, scale):
+def test_the_recipe_call_with_lengths_and_bf16_predictions(batch):
+    """SpeechBrain's recipes call ``compute_cost(predictions, targets, lens)``; under
+    bf16 autocast the cosine logits come in bf16 and the loss is computed in float32."""
     cosine, targets = batch
-    ours_input = cosine.clone().requires_grad_()
-    ours = AAMSoftmaxLoss(margin=margin, scale=scale)(ours_input, targets)
-    ours.backward()
-    reference_input = cosine.clone().requires_grad_()
-    reference = LogSoftmaxWrapper(AdditiveAngularMargin(margin=margin, scale=scale))(
-        reference_input, targets
-    )
-    reference.backward()
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=0)
-    torch.testing.assert_close(ours_input.grad, reference_input.grad, rtol=1e-4, atol=1e-7)
+    loss = AAMSoftmaxLoss()
+    lens = torch.rand(len(targets))
+    torch.testing.assert_close(loss(cosine, targets, lens), loss(cosine, targets), rtol=0, atol=0)
+    half = cosine.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(half, targets, lens)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, loss(half.float(), targets), rtol=0, atol=0)
+
+
+def test_earlier_yamls_load_and_the_margin_is_fixed(batch):
+    cosine, targets = batch
+    named = [
+        load_hyperpyyaml(f"compute_cost: !new:{path}\n    margin: 0.5\n    scale: 30\n")
+        for path in (
+            "speechbrain_w2vbert_sv.lobes.losses.AAMSoftmaxLoss",
+            "speechbrain_w2vbert_sv.losses.AAMSoftmaxLoss",  # the path before lobes/
+        )
+    ]
+    expected = speechbrains(0.5, 30.0)(cosine, targets)
+    for hparams in named:
+        assert hparams["compute_cost"].margin == 0.5
+        torch.testing.assert_close(hparams["compute_cost"](cosine, targets), expected)
+    # Earlier versions read the margin at each call: an assignment must not pass
+    # silently now that SpeechBrain fixes it at construction.
+    with pytest.raises(AttributeError):
+        named[0]["compute_cost"].margin = 0.2
 
 
 def test_the_margin_changes_only_the_target_logit_and_lowers_it():
     cosine = torch.tensor([[0.7, 0.2, -0.4], [-0.995, 0.1, 0.3]])
     targets = torch.tensor([0, 0])
-    plain = AAMSoftmaxLoss(margin=0.0, scale=16.0).logits(cosine, targets)
-    margin = AAMSoftmaxLoss(margin=0.3, scale=16.0).logits(cosine, targets)
+    plain = target_logits(cosine, targets, margin=0.0, scale=16.0)
+    margin = target_logits(cosine, targets, margin=0.3, scale=16.0)
     torch.testing.assert_close(margin[:, 1:], plain[:, 1:])
     assert (margin[:, 0] < plain[:, 0]).all()
     # Without a margin the loss is plain softmax cross-entropy of the scaled cosines.
-    loss = AAMSoftmaxLoss(margin=0.0, scale=16.0)(cosine, targets)
+    loss = speechbrains(margin=0.0, scale=16.0)(cosine, targets[:, None])
     torch.testing.assert_close(
         loss, torch.nn.functional.cross_entropy(16.0 * cosine, targets), rtol=1e-6, atol=1e-6
     )
@@ -94,7 +124,7 @@ def test_the_target_logit_falls_steadily_with_the_angle():
     theta = torch.linspace(0.0, math.pi, 2001, dtype=torch.float64)
     cosine = torch.stack([torch.cos(theta), torch.zeros_like(theta)], dim=1).float()
     targets = torch.zeros(len(theta), dtype=torch.long)
-    target_logit = AAMSoftmaxLoss(margin=0.2, scale=1.0).logits(cosine, targets)[:, 0]
+    target_logit = target_logits(cosine, targets, margin=0.2, scale=1.0)[:, 0]
     steps = target_logit[1:] - target_logit[:-1]
     assert (steps <= 1e-6).all()
     jump = 0.2 * math.sin(0.2) + math.cos(0.2) - 1

@@ -56,7 +56,8 @@ def test_stage1_frozen_encoder_with_lora(tmp_path):
     }
     assert hp["lora_rank"] == 64 and hp["lora_alpha"] == 128
     assert isinstance(hp["embedding_model"].head, MFAHead)
-    assert (hp["compute_cost"].margin, hp["compute_cost"].scale) == (0.2, 32)
+    aam = hp["compute_cost"].loss_fn
+    assert (aam.margin, aam.scale) == (0.2, 32)
     schedule = hp["lr_schedule"]
     assert (schedule.warmup_epochs, schedule.decay, schedule.milestones, schedule.gamma) == (
         5,
@@ -87,12 +88,12 @@ def test_stage2_everything_trains_with_a_cosine_decay(tmp_path):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=hp["lr"])
     lrs = [schedule([opt]) * hp["lr"] for _ in range(40)]
     assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(5e-6, rel=0.01)
-    assert hp["number_of_epochs"] == 4 and hp["compute_cost"].margin == 0.2
+    assert hp["number_of_epochs"] == 4 and hp["compute_cost"].loss_fn.margin == 0.2
 
 
 def test_stage3_large_margin_fine_tuning(tmp_path):
     hp = load("stage3", tmp_path, init_from="results/stage2")
-    assert hp["compute_cost"].margin == 0.5
+    assert hp["compute_cost"].loss_fn.margin == 0.5
     assert (hp["crop_seconds"], hp["batch_size"], hp["number_of_epochs"]) == ([5.0, 6.0], 32, 2)
     assert hp["make_augment"] is None
     assert not hp["embedding_model"].backbone.has_lora

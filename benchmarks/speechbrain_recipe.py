@@ -1,0 +1,210 @@
+"""Training speed and EER of the same small w2v-BERT MFA through SpeechBrain's own
+``train_speaker_embeddings.py`` (with ``hparams/speechbrain_recipes/train_w2vbert_mfa.yaml``)
+and through this package's ``recipes/VoxCeleb/train.py`` (``quickstart.yaml``).
+
+The same model (64-wide, 2-layer encoder trained whole from random weights, 128-dim
+MFA embedding; the quickstart's sizes), the same data (every utterance of the 18
+Arabic Speech Commands training speakers, 1 s, batch 16, no augmentation and no speed
+perturbation: SpeechBrain's yaml is run without its ``wav_augment``), the same
+learning rate (0.002) and AAM margin (0.2), fp32, 2 threads, no data workers. Each
+script validates as it does by default (SpeechBrain: classification error on held-out
+utterances of the training speakers; ours: EER on the trial list of 300 utterances).
+
+Seconds per epoch: a run of 1 epoch and a run of 2 epochs of each, in fresh
+folders; their wall-time difference is one epoch (training and validation), free of
+start-up and final test. The systems alternate (SpeechBrain, ours, SpeechBrain,
+ours, ...), ``--repeats`` times; medians with min-max. EER: both 2-epoch models
+exported and scored by ``w2vbert-sv score`` on the 6 held-out speakers' list (the
+same scoring for both), per repeat.
+
+Run from the repository root, next to ``../shared`` (data and SpeechBrain's scripts;
+about 15 min on an idle 2-core machine)::
+
+    python benchmarks/speechbrain_recipe.py
+
+The last line holds ``name=value`` pairs: ``ratio`` (our seconds per epoch /
+SpeechBrain's), the seconds per epoch, the EERs (%) and the load average before and after.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.conftest import DATA_ROOT, SPEECHBRAIN_RECIPES  # noqa: E402
+from tests.integration.test_speechbrain_recipes import (  # noqa: E402
+    ASC,
+    NO_DOWNLOADS,
+    SMALL_W2VBERT_MFA,
+    TRIALS,
+    YAMLS,
+    overrides,
+    prepare_training,
+    recipe_folder,
+    rows,
+    speaker_of,
+    write_csv,
+)
+
+QUICKSTART = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams" / "quickstart.yaml"
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _timed(cmd, cwd):
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-4000:]}")
+    return time.perf_counter() - start
+
+
+def speechbrain_yaml(folder):
+    """The shipped yaml without SpeechBrain's augmentation (the other system has none)."""
+    text = (YAMLS / "train_w2vbert_mfa.yaml").read_text(encoding="utf-8")
+    start = text.index("wav_augment: !new:")
+    end = text.index("\nmodules:")
+    path = folder / "train_w2vbert_mfa_clean.yaml"
+    path.write_text(text[:start] + text[end:], encoding="utf-8")
+    return path
+
+
+def speechbrain_run(recipe, yaml, asc, run, epochs):
+    num_speakers = prepare_training(asc, run / "save")
+    # Every training utterance, as the other system trains on (dev.csv, a subset,
+    # only measures the classification error).
+    with open(asc / "train.csv", encoding="utf-8") as f:
+        files = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    write_csv(run / "save" / "train.csv", rows(asc, files, speaker_of))
+    cmd = [
+        sys.executable,
+        "train_speaker_embeddings.py",
+        yaml,
+        f"--data_folder={asc}",
+        f"--output_folder={run}",
+        "--skip_prep=True",
+        f"--verification_file={asc / TRIALS}",
+        f"--out_n_neurons={num_speakers}",
+        "--sentence_len=1.0",
+        "--num_workers=0",
+        "--batch_size=16",
+        f"--number_of_epochs={epochs}",
+        "--lr=0.002",
+        "--step_size=300",
+        "--noprogressbar",
+        *NO_DOWNLOADS,
+        *overrides(SMALL_W2VBERT_MFA),
+    ]
+    return _timed(cmd, recipe)
+
+
+def our_run(asc, run, epochs):
+    cmd = [
+        sys.executable,
+        REPO_ROOT / "recipes" / "VoxCeleb" / "train.py",
+        QUICKSTART,
+        f"--output_folder={run}",
+        "--data_format=folder",
+        f"--data_folder={asc}",
+        r"--speaker_regex=(\d{8})_NO_\d+\.\w+$",
+        f"--trials=[{TRIALS}]",
+        "--crop_seconds=1.0",
+        "--speed_perturb=[1.0]",
+        "--batch_size=16",
+        "--lr=0.002",
+        f"--number_of_epochs={epochs}",
+        "--valid_max_utterances=300",
+        "--precision=fp32",
+        "--noprogressbar",
+    ]
+    return _timed(cmd, REPO_ROOT)
+
+
+def eer(run, asc, out):
+    """EER (%) of a run on the held-out speakers, exported and scored by our CLI."""
+    cli = [sys.executable, "-m", "speechbrain_w2vbert_sv.cli"]
+    _timed([*cli, "export", "--run", run, "--output", out / "model"], REPO_ROOT)
+    _timed(
+        [
+            *cli,
+            "score",
+            "--model",
+            out / "model",
+            "--trials",
+            asc / TRIALS,
+            "--data_folder",
+            asc,
+            "--output_folder",
+            out / "scores",
+            "--no_plots",
+            "--no_progress",
+        ],
+        REPO_ROOT,
+    )
+    results = json.loads((out / "scores" / "results.json").read_text())
+    return 100 * results["systems"]["cosine"]["eer"]
+
+
+def _median(values):
+    return statistics.median(values), min(values), max(values)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    asc = DATA_ROOT / ASC
+    if not (SPEECHBRAIN_RECIPES / "VoxCeleb").is_dir() or not asc.is_dir():
+        sys.exit(f"needs {asc} and {SPEECHBRAIN_RECIPES} (../shared)")
+    load_before = os.getloadavg()[0]
+    epoch_s = {"speechbrain": [], "ours": []}
+    eers = {"speechbrain": [], "ours": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        recipe = recipe_folder(SPEECHBRAIN_RECIPES, tmp / "recipe")
+        yaml = speechbrain_yaml(tmp)
+        for r in range(args.repeats):
+            runs = {}
+            for epochs in (1, 2):
+                sb = tmp / f"sb{r}_{epochs}"
+                runs.setdefault("speechbrain", []).append(
+                    speechbrain_run(recipe, yaml, asc, sb, epochs)
+                )
+                runs.setdefault("ours", []).append(our_run(asc, tmp / f"ours{r}_{epochs}", epochs))
+            for name in runs:
+                epoch_s[name].append(runs[name][1] - runs[name][0])
+            eers["speechbrain"].append(eer(tmp / f"sb{r}_2", asc, tmp / f"sb{r}_eer"))
+            eers["ours"].append(eer(tmp / f"ours{r}_2", asc, tmp / f"ours{r}_eer"))
+            print(
+                f"repeat {r + 1}: seconds per epoch SpeechBrain {epoch_s['speechbrain'][-1]:.1f}, "
+                f"ours {epoch_s['ours'][-1]:.1f}; EER SpeechBrain {eers['speechbrain'][-1]:.2f} %, "
+                f"ours {eers['ours'][-1]:.2f} %",
+                flush=True,
+            )
+    sb, ours = _median(epoch_s["speechbrain"]), _median(epoch_s["ours"])
+    ratios = [o / s for o, s in zip(epoch_s["ours"], epoch_s["speechbrain"])]
+    print(
+        f"ratio={statistics.median(ratios):.3f} "
+        f"ours_epoch_s={ours[0]:.1f} ours_epoch_s_min={ours[1]:.1f} ours_epoch_s_max={ours[2]:.1f} "
+        f"speechbrain_epoch_s={sb[0]:.1f} speechbrain_epoch_s_min={sb[1]:.1f} "
+        f"speechbrain_epoch_s_max={sb[2]:.1f} "
+        f"ours_eer={statistics.median(eers['ours']):.2f} "
+        f"speechbrain_eer={statistics.median(eers['speechbrain']):.2f} "
+        f"load_before={load_before:.2f} load_after={os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
