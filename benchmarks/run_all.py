@@ -13,7 +13,7 @@ The results of each benchmark are also kept in ``benchmarks/results.json``, so
 ``--only`` reruns some benchmarks and rewrites the file with the others' last
 results (each with its own date and load).
 
-Run from the repository root (next to ``../shared``; about 15-20 min on an idle
+Run from the repository root (next to ``../shared``; about 30-35 min on an idle
 2-core machine)::
 
     python benchmarks/run_all.py
@@ -50,6 +50,7 @@ BENCHMARKS = {
     "inference": ([], ["--quick", "--repeats", "1"]),
     "interop": ([], []),
     "deploy": (["--repeats", "5"], ["--small"]),
+    "speechbrain_recipe": ([], ["--repeats", "1"]),
 }
 
 

@@ -6,7 +6,8 @@ The same model (64-wide, 2-layer encoder trained whole from random weights, 128-
 MFA embedding; the quickstart's sizes), the same data (every utterance of the 18
 Arabic Speech Commands training speakers, 1 s, batch 16, no augmentation and no speed
 perturbation: SpeechBrain's yaml is run without its ``wav_augment``), the same
-learning rate (0.002) and AAM margin (0.2), fp32, 2 threads, no data workers. Each
+learning rate (0.002) and AAM margin (0.2), fp32, 2 threads, no data workers, the
+allocator settings of ``../shared/BENCHMARKING.md`` for both. Each
 script validates as it does by default (SpeechBrain: classification error on held-out
 utterances of the training speakers; ours: EER on the trial list of 300 utterances).
 
@@ -39,6 +40,8 @@ import time
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from _environment import MALLOC_ENV  # noqa: E402
+
 from tests.conftest import DATA_ROOT, SPEECHBRAIN_RECIPES  # noqa: E402
 from tests.integration.test_speechbrain_recipes import (  # noqa: E402
     ASC,
@@ -58,7 +61,7 @@ QUICKSTART = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams" / "quickstart.yaml"
 
 
 def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
+    env = dict(os.environ, **MALLOC_ENV, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 

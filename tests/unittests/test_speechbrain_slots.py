@@ -5,6 +5,7 @@ import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
 from speechbrain_w2vbert_sv.inference import export_model, load_model
@@ -14,13 +15,14 @@ from speechbrain_w2vbert_sv.lobes.embedding_model import (
     FeatureEmbeddingModel,
     SpeakerEmbeddingModel,
 )
-from speechbrain_w2vbert_sv.lobes.heads import MFAHead
+from speechbrain_w2vbert_sv.lobes.heads import LayerSumHead, MFAHead
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import (
     W2VBertFbank,
     W2VBertFeatureNormalization,
     W2VBertLogMel,
 )
-from tests.tiny_models import small_w2vbert_model
+from tests.tiny_models import SMALL_W2VBERT, small_w2vbert_model
 from tests.unittests.test_user_errors import cli_error
 
 
@@ -39,9 +41,45 @@ def _slots(model):
     return embed
 
 
+def _lora_frozen():
+    torch.manual_seed(0)
+    backbone = W2VBertBackbone(config=SMALL_W2VBERT, freeze=True, lora_rank=4, lora_alpha=8)
+    for name, param in backbone.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: make the adapters count
+            param.data.normal_(0, 0.1)
+    return backbone, _mfa_head()
+
+
+def _pruned():
+    torch.manual_seed(0)
+    config = {
+        **SMALL_W2VBERT,
+        "model_type": "pruned-wav2vec2-bert",
+        "layer_attention_heads": [2, 4],
+        "layer_conv_channels": [5, 32],
+    }
+    return W2VBertBackbone(config=config), _mfa_head()
+
+
+def _ecapa_on_layers():
+    torch.manual_seed(0)
+    ecapa = ECAPA_TDNN(32, channels=[16, 16, 16, 16, 48], lin_neurons=8)
+    return W2VBertBackbone(config=SMALL_W2VBERT, freeze=True), LayerSumHead(3, ecapa)
+
+
+def _mfa_head():
+    return MFAHead(
+        num_hidden_states=3, input_size=32, adapter_size=8, attention_channels=4, embedding_size=16
+    )
+
+
 @torch.no_grad()
-def test_w2vbert_slots_equal_the_whole_model_unpadded():
-    model = small_w2vbert_model().eval()
+@pytest.mark.parametrize("make", [_lora_frozen, _pruned, _ecapa_on_layers])
+def test_w2vbert_slots_equal_the_whole_model_unpadded(make):
+    """Every w2v-BERT family (MFA with LoRA on a frozen encoder, the pruned encoder,
+    ECAPA-TDNN on the layers) gives in SpeechBrain's slots what the whole model gives."""
+    backbone, head = make()
+    model = SpeakerEmbeddingModel(W2VBertFbank(), backbone, head).eval()
     wavs = _wavs()
     expected = model(wavs)
     assert torch.allclose(_slots(model)(wavs), expected, atol=1e-6)
