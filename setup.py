@@ -15,7 +15,7 @@ setup(
     # The repository's hparams/ (model definitions, inference template) ships inside the
     # package, so exports work from a non-editable install too.
     package_dir={"speechbrain_w2vbert_sv.hparams": "hparams"},
-    package_data={"speechbrain_w2vbert_sv.hparams": ["*.yaml"]},
+    package_data={"speechbrain_w2vbert_sv.hparams": ["*.yaml", "speechbrain_recipes/*.yaml"]},
     python_requires=">=3.9",
     # torchaudio 2.11 is built against torch 2.14.1; speechbrain imports it at import time.
     # The transformers and peft floors were found by swapping one older release in at a
