@@ -32,8 +32,6 @@ import sys
 
 import yaml
 
-logger = logging.getLogger(__name__)
-
 # torch, speechbrain and the model code are imported inside the commands, so that
 # `--help` and argument errors answer at once.
 
@@ -237,11 +235,17 @@ def import_(args):
 
 def onnx(args):
     """``onnx``: exports a model to an ONNX file."""
+    from speechbrain_w2vbert_sv.inference.interface import SpeechBrainSpeakerRecognition
     from speechbrain_w2vbert_sv.inference.onnx import export_onnx
 
     if args.precision == "int8":
         raise ValueError("export the float model with --int8 (ONNX Runtime quantization)")
     model = _load(args)
+    if isinstance(model, SpeechBrainSpeakerRecognition):
+        raise ValueError(
+            f"{args.model}: a SpeechBrain speaker folder; ONNX export takes this package's "
+            "models (exported folders, training runs)"
+        )
     export_onnx(
         model.mods.embedding_model.cpu(),
         args.output,
@@ -414,7 +418,10 @@ def build_parser():
 def main(argv=None):
     """Entry point of ``w2vbert-sv``; bad input exits with a one-line error."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Warnings only: SpeechBrain's loggers (ours too) pass INFO records on; results go to stdout.
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    logging.basicConfig(handlers=[handler], format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
     except (ValueError, ImportError) as error:

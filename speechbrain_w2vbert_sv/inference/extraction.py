@@ -18,15 +18,12 @@ Example
 tensor([0.1000, 0.1000, 0.1000])
 """
 
-import logging
 import os
 
 import torch
 from tqdm.auto import tqdm
 
 from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio
-
-logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -117,6 +114,9 @@ class _BatchLoader(torch.utils.data.Dataset):
 
 def autocast_context(device, precision):
     """The ``torch.autocast`` context of a precision name on a device.
+
+    Not SpeechBrain's ``TorchAutocast`` (``Pretrained.inference_ctx``): its fp32 leaves an
+    enclosing autocast on, this fp32 turns it off, so fp32 embeddings are fp32 anywhere.
 
     Arguments
     ---------

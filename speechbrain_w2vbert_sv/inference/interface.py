@@ -7,7 +7,10 @@ training run directly (``from_run``), and embeds and verifies waveforms and file
 stock ``EncoderClassifier`` and ``SpeakerRecognition`` load the folder too and give the
 same embeddings: their ``encode_batch`` chain (compute_features -> mean_var_norm ->
 embedding_model) is served by two ``PassThrough`` modules and the waveform-to-embedding
-model (``classify_batch`` is not available: no classifier is exported).
+model (``classify_batch`` is not available: no classifier is exported). The other way
+round, ``SpeechBrainSpeakerRecognition`` serves SpeechBrain's own pretrained speaker
+folders (``speechbrain/spkrec-ecapa-voxceleb``'s layout) through this package's tools;
+``load_model`` picks the interface of a folder.
 
 Example
 -------
@@ -24,7 +27,6 @@ Example
 """
 
 import importlib
-import logging
 import os
 import pathlib
 
@@ -34,6 +36,7 @@ from ruamel.yaml.error import YAMLError
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
+from speechbrain.utils.logger import get_logger
 
 from speechbrain_w2vbert_sv.data.audio import load_audio
 from speechbrain_w2vbert_sv.data.ctc_tokens import CTCTokens
@@ -45,10 +48,14 @@ from speechbrain_w2vbert_sv.inference.model_yaml import (
     yaml_error,
 )
 from speechbrain_w2vbert_sv.inference.training_runs import load_run
-from speechbrain_w2vbert_sv.lobes.attention import enable_memory_efficient_attention
+from speechbrain_w2vbert_sv.lobes.attention import (
+    enable_memory_efficient_attention,
+    memory_efficient_attention_on,
+)
+from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
 from speechbrain_w2vbert_sv.utils import check_device, load_checkpoint_file
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class PassThrough(torch.nn.Module):
@@ -100,13 +107,23 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
         """Switches the w2v-BERT attention between the memory-efficient exact form
         (the default of exported models) and HF's own forward.
 
+        The choice becomes the ``memory_efficient_attention`` setting of every
+        ``W2VBertBackbone`` of the model, so a later ``eval()`` or ``train()`` keeps it.
+
         Arguments
         ---------
-        enabled : bool
+        enabled : bool or str
             True: relative-key attention in query chunks (long utterances fit in
-            memory, the same numbers up to float rounding); False: HF's forward.
+            memory, the same numbers up to float rounding); False: HF's forward;
+            ``"inference"``: the former in eval mode only (the backbone's default).
         """
-        enable_memory_efficient_attention(self.mods.embedding_model, enabled=enabled)
+        # Any w2v-BERT encoder outside a backbone switches now; backbones then apply
+        # (and keep) the setting themselves.
+        on = memory_efficient_attention_on(enabled, self.mods.training)
+        enable_memory_efficient_attention(self.mods, enabled=on)
+        for module in self.mods.modules():
+            if isinstance(module, W2VBertBackbone):
+                module.memory_efficient_attention = enabled
 
     def load_audio(self, path, savedir=None):
         """Reads an audio file as a mono waveform at the model's sample rate.
@@ -307,18 +324,187 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
         return cls(modules={"embedding_model": model}, hparams=hparams, **kwargs)
 
 
+class SpeechBrainEncoderChain(torch.nn.Module):
+    """The waveform-to-embedding model of a SpeechBrain speaker folder: what
+    SpeechBrain's ``EncoderClassifier.encode_batch`` computes, ``compute_features(wavs)``
+    -> ``mean_var_norm(feats, wav_lens)`` -> ``embedding_model(feats, wav_lens)``
+    (it applies ``mean_var_norm_emb`` only with ``normalize=True``).
+
+    Arguments
+    ---------
+    compute_features : torch.nn.Module
+        Waveforms [B, S] -> features [B, T, F] (e.g. ``speechbrain.lobes.features.Fbank``).
+    mean_var_norm : torch.nn.Module
+        ``(features, relative lengths) -> features`` (e.g. ``InputNormalization``).
+    embedding_model : torch.nn.Module
+        ``(features, relative lengths) -> embeddings [B, 1, E]`` (e.g. ``ECAPA_TDNN``).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> chain = SpeechBrainEncoderChain(
+    ...     Fbank(n_mels=40),
+    ...     InputNormalization(norm_type="sentence", std_norm=False),
+    ...     ECAPA_TDNN(40, channels=[16, 16, 16, 16, 48], lin_neurons=8),
+    ... ).eval()
+    >>> chain(torch.randn(2, 8000), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 1, 8])
+    """
+
+    def __init__(self, compute_features, mean_var_norm, embedding_model):
+        super().__init__()
+        self.compute_features = compute_features
+        self.mean_var_norm = mean_var_norm
+        self.embedding_model = embedding_model
+
+    def forward(self, wavs, wav_lens=None):
+        """Embeddings [B, 1, E] of waveforms [B, S] with relative lengths [B]
+        (None: all full length)."""
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        feats = self.compute_features(wavs)
+        feats = self.mean_var_norm(feats, wav_lens)
+        return self.embedding_model(feats, wav_lens)
+
+
+class SpeechBrainSpeakerRecognition(W2VBertSpeakerRecognition):
+    """This package's interface around a pretrained SpeechBrain speaker folder (the
+    layout of ``speechbrain/spkrec-ecapa-voxceleb``: ``compute_features``,
+    ``mean_var_norm`` and ``embedding_model`` modules and a ``pretrainer``).
+
+    ``encode_batch`` gives the embeddings of SpeechBrain's ``EncoderClassifier`` (the
+    modules run as :class:`SpeechBrainEncoderChain`, the ``embedding_model`` of
+    ``mods``), so ``encode_files``, ``verify_files``, the extraction and the command
+    line work as for exported models. Without ``sample_rate`` and ``threshold`` in the
+    hyperparameters, they are 16000 (or the ``audio_normalizer``'s rate) and 0.25
+    (``SpeakerRecognition.verify_batch``'s default). ``load_model`` loads a local
+    folder offline (its ``pretrained_path`` overridden to the folder).
+
+    Arguments
+    ---------
+    See ``speechbrain.inference.interfaces.Pretrained``; the modules need
+    ``compute_features``, ``mean_var_norm`` and ``embedding_model``.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> model = SpeechBrainSpeakerRecognition(
+    ...     modules={
+    ...         "compute_features": Fbank(n_mels=40),
+    ...         "mean_var_norm": InputNormalization(norm_type="sentence", std_norm=False),
+    ...         "embedding_model": ECAPA_TDNN(40, channels=[16, 16, 16, 16, 48], lin_neurons=8),
+    ...     },
+    ...     hparams={},
+    ...     run_opts={"device": "cpu"},
+    ... )
+    >>> model.encode_batch(torch.randn(2, 8000)).shape, model.hparams.threshold
+    (torch.Size([2, 1, 8]), 0.25)
+    """
+
+    HPARAMS_NEEDED = []
+    CHAIN = ("compute_features", "mean_var_norm", "embedding_model")
+
+    def __init__(self, modules=None, hparams=None, **kwargs):
+        modules, hparams = dict(modules or {}), dict(hparams or {})
+        missing = [name for name in self.CHAIN if modules.get(name) is None]
+        if missing:
+            raise ValueError(f"a SpeechBrain speaker model needs the modules {missing}")
+        # compute_features and mean_var_norm stay modules too: Pretrained moves each
+        # with its own to(), which InputNormalization needs for its statistics.
+        modules["embedding_model"] = SpeechBrainEncoderChain(*(modules[n] for n in self.CHAIN))
+        normalizer = hparams.get("audio_normalizer")
+        hparams.setdefault("sample_rate", getattr(normalizer, "sample_rate", 16000))
+        hparams.setdefault("threshold", 0.25)
+        super().__init__(modules=modules, hparams=hparams, **kwargs)
+
+    def encode_batch(self, wavs, wav_lens=None, normalize=False):
+        """Speaker embeddings of a padded batch of waveforms, as SpeechBrain's
+        ``EncoderClassifier.encode_batch`` computes them.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) at ``sample_rate``.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` relative lengths in (0, 1]; None: all full length.
+        normalize : bool
+            Normalize the embeddings with the folder's ``mean_var_norm_emb``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 1, embedding_size]`` float32.
+        """
+        embeddings = super().encode_batch(wavs, wav_lens)
+        if normalize:
+            norm = getattr(self.hparams, "mean_var_norm_emb", None)
+            if norm is None:
+                raise ValueError("normalize=True needs mean_var_norm_emb in the hyperparameters")
+            embeddings = norm(embeddings, torch.ones(embeddings.shape[0], device=self.device))
+        return embeddings
+
+
+# What load_model accepts, for its errors.
+SUPPORTED_MODELS = (
+    f"an exported folder ({HPARAMS_FILE} + {WEIGHTS_FILE}), a SpeechBrain pretrained "
+    "speaker folder (the layout of speechbrain/spkrec-ecapa-voxceleb), a training output "
+    "folder (with save/), a checkpoint folder (with CKPT.yaml) or an .onnx file"
+)
+
+
+def _folder_kind(tree):
+    """``"export"`` (this package's), ``"speechbrain"`` (a SpeechBrain speaker model:
+    the ``EncoderClassifier`` modules, computing its own features) or None, from a
+    parsed ``hyperparams.yaml``."""
+    if not isinstance(tree, dict):
+        return None
+    modules = tree.get("modules")
+    modules = modules if isinstance(modules, dict) else {}
+    features = tree.get("compute_features", modules.get("compute_features"))
+    tag = str(getattr(getattr(features, "tag", None), "value", None) or "")
+    # Exports serve the stock chain with a PassThrough front (earlier paths included).
+    if tag.endswith(".PassThrough") or "interface" in tree:
+        return "export"
+    if all(name in modules for name in SpeechBrainSpeakerRecognition.CHAIN):
+        return "speechbrain"
+    return None
+
+
+def _pretrainer_files(tree):
+    """Names of the files in the folder that a SpeechBrain ``hyperparams.yaml``'s
+    pretrainer loads: those under ``<pretrained_path>/`` and, for loadables without a
+    path, ``<name>.ckpt``."""
+    pretrainer = tree.get("pretrainer")
+    if not isinstance(pretrainer, dict):
+        return []
+    paths = pretrainer.get("paths") or {}
+    files = []
+    for name in pretrainer.get("loadables") or {}:
+        given = paths.get(name)
+        text = str(getattr(given, "value", given)) if given is not None else f"{name}.ckpt"
+        if given is None or text.startswith("<pretrained_path>/"):
+            files.append(text.rpartition("/")[2])
+    return files
+
+
 def load_model(path, memory_efficient_attention=None, **kwargs):
     """Loads an exported folder or a training run with the interface it names.
 
     The interface is the class named by ``interface`` in the hyperparameters:
     ``W2VBertSpeakerRecognition`` for speaker models, ``ASRSpeakerRecognition`` for
-    a speaker adaptor (transcription too).
+    a speaker adaptor (transcription too); a SpeechBrain pretrained speaker folder gets
+    ``SpeechBrainSpeakerRecognition``, loaded offline from the folder.
 
     Arguments
     ---------
     path : str or os.PathLike
-        Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), training
-        output folder, checkpoint folder, or an ``.onnx`` file (``from_onnx``).
+        Exported folder (``hyperparams.yaml`` + ``embedding_model.ckpt``), SpeechBrain
+        pretrained speaker folder (the files of ``speechbrain/spkrec-ecapa-voxceleb``),
+        training output folder, checkpoint folder, or an ``.onnx`` file (``from_onnx``).
     memory_efficient_attention : bool, optional
         Overrides the folder's choice of attention (see
         ``W2VBertSpeakerRecognition.use_memory_efficient_attention``; not used by an
@@ -345,9 +531,30 @@ def load_model(path, memory_efficient_attention=None, **kwargs):
             tree = ruamel.yaml.YAML().load((path / HPARAMS_FILE).read_text(encoding="utf-8"))
         except YAMLError as error:
             raise yaml_error(path / HPARAMS_FILE, error) from None
-        interface = interface_class(tree.get("interface") if isinstance(tree, dict) else None)
+        kind = _folder_kind(tree)
+        if kind is None:
+            raise ValueError(
+                f"{path / HPARAMS_FILE}: neither this package's export nor a SpeechBrain "
+                f"speaker model (modules compute_features, mean_var_norm, embedding_model); "
+                f"supported: {SUPPORTED_MODELS}"
+            )
         load_checkpoint_file(path / WEIGHTS_FILE)  # a damaged file: one line, not torch's traceback
-        model = interface.from_hparams(source=str(path), **kwargs)
+        if kind == "speechbrain":
+            missing = [f for f in _pretrainer_files(tree) if not (path / f).is_file()]
+            if missing:
+                raise ValueError(
+                    f"{path}: SpeechBrain speaker folder without {', '.join(missing)} "
+                    f"(its {HPARAMS_FILE} loads them; copy every file of the model)"
+                )
+            if "pretrained_path" in tree:
+                # The pretrainer's paths name the hub repository: read the folder instead.
+                overrides = kwargs.get("overrides") or {}
+                kwargs["overrides"] = {"pretrained_path": str(path), **overrides}
+            model = SpeechBrainSpeakerRecognition.from_hparams(source=str(path), **kwargs)
+        else:
+            model = interface_class(tree.get("interface")).from_hparams(source=str(path), **kwargs)
+    elif not ((path / "CKPT.yaml").is_file() or (path / "save").is_dir()):
+        raise ValueError(f"{path}: not a model folder: expected {SUPPORTED_MODELS}")
     else:
         run_args = {
             k: kwargs.pop(k) for k in ("hparams_file", "overrides", "threshold") if k in kwargs

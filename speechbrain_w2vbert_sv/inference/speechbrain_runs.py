@@ -24,6 +24,7 @@ import io
 import ruamel.yaml
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.parameter_transfer import Pretrainer
 
 from speechbrain_w2vbert_sv.utils import load_checkpoint_file
 
@@ -395,3 +396,37 @@ def speechbrain_pipeline(tree, checkpoint):
             return model(feats, wav_lens)
 
     return embed
+
+
+class RecipePretrainer(Pretrainer):
+    """SpeechBrain's ``Pretrainer`` whose ``load_collected`` also takes the device
+    argument that SpeechBrain's v1.1 recipe ``extract_speaker_embeddings.py`` passes
+    (``load_collected(run_opts["device"])``), which SpeechBrain 1.1.2's no longer
+    accepts. The script moves the model to that device itself right after.
+
+    Arguments
+    ---------
+    See ``speechbrain.utils.parameter_transfer.Pretrainer``.
+
+    Example
+    -------
+    >>> model = torch.nn.Linear(2, 2)
+    >>> folder = getfixture("tmp_path")
+    >>> torch.save(model.state_dict(), folder / "embedding_model.ckpt")
+    >>> pretrainer = RecipePretrainer(
+    ...     collect_in=folder / "collected", loadables={"embedding_model": model},
+    ...     paths={"embedding_model": str(folder / "embedding_model.ckpt")})
+    >>> _ = pretrainer.collect_files()
+    >>> pretrainer.load_collected("cpu")
+    """
+
+    def load_collected(self, device=None):
+        """Loads the collected files.
+
+        Arguments
+        ---------
+        device : str, optional
+            Ignored (the recipe moves the loaded model to its device).
+        """
+        del device
+        super().load_collected()

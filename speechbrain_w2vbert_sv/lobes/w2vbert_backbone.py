@@ -2,22 +2,33 @@
 
 Loads from a hub id or a local folder, or is built from a config (tests, random
 initialisation). Optional freezing, gradient checkpointing and LoRA through peft, with a
-merge step that gives back a plain `Wav2Vec2BertModel`.
+merge step that gives back a plain `Wav2Vec2BertModel`. The attention runs the
+memory-efficient exact form of `speechbrain_w2vbert_sv.lobes.attention` in eval mode (so
+SpeechBrain's stock interfaces and recipes get it too), HF's own in train mode.
 """
 
 import copy
-import logging
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
+from speechbrain.utils.logger import get_logger
 from transformers import AutoConfig, AutoModel, Wav2Vec2BertConfig
+from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
+    Wav2Vec2BertSelfAttention,
+)
+
+from speechbrain_w2vbert_sv.lobes.attention import (
+    MemoryEfficientWav2Vec2BertSelfAttention,
+    enable_memory_efficient_attention,
+    memory_efficient_attention_on,
+)
 
 # Registers the pruned model with AutoConfig/AutoModel, so pruned folders and configs load.
 from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Settings every speaker model needs: a fixed number of hidden states (no layerdrop) and
 # no SpecAugment masking vector (an unused parameter breaks DDP).
@@ -164,6 +175,12 @@ class W2VBertBackbone(torch.nn.Module):
         Recompute layer activations in the backward pass to save memory.
     cache_dir : str, optional
         Cache folder for hub downloads.
+    memory_efficient_attention : bool or str
+        Attention path (see :mod:`speechbrain_w2vbert_sv.lobes.attention`): True, the
+        memory-efficient exact form; False, HF's; ``"inference"`` (default), the
+        memory-efficient form in eval mode and HF's in train mode, unless the encoder is
+        frozen without LoRA (no gradients then). Applied on ``train()``/``eval()``;
+        settable later through the attribute of the same name.
 
     Example
     -------
@@ -175,6 +192,10 @@ class W2VBertBackbone(torch.nn.Module):
     >>> hidden, lengths = backbone(torch.randn(2, 10, 160), torch.tensor([1.0, 0.6]))
     >>> hidden.shape
     torch.Size([3, 2, 10, 32])
+    >>> type(backbone.eval().model.encoder.layers[0].self_attn).__name__
+    'MemoryEfficientWav2Vec2BertSelfAttention'
+    >>> type(backbone.train().model.encoder.layers[0].self_attn).__name__
+    'Wav2Vec2BertSelfAttention'
     """
 
     def __init__(
@@ -188,11 +209,13 @@ class W2VBertBackbone(torch.nn.Module):
         lora_target_modules=("linear_q", "linear_v"),
         gradient_checkpointing=False,
         cache_dir=None,
+        memory_efficient_attention="inference",
     ):
         super().__init__()
         config = config or None
         if (source is None) == (config is None):
             raise ValueError("W2VBertBackbone needs exactly one of `source` or `config`.")
+        memory_efficient_attention_on(memory_efficient_attention, False)  # checks it first
         if source is not None:
             self.model = load_w2vbert(source, cache_dir=cache_dir)
         else:
@@ -210,6 +233,45 @@ class W2VBertBackbone(torch.nn.Module):
             self.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
+        # Last: the switch covers the final modules (LoRA wraps only the projections).
+        self.memory_efficient_attention = memory_efficient_attention
+
+    @property
+    def memory_efficient_attention(self):
+        """The attention setting: True, False or ``"inference"`` (see the class);
+        assigning it switches the attention modules at once."""
+        return self._memory_efficient_attention
+
+    @memory_efficient_attention.setter
+    def memory_efficient_attention(self, policy):
+        training = self.training and not (self.freeze and not self.has_lora)
+        enabled = memory_efficient_attention_on(policy, training)
+        self._memory_efficient_attention = policy
+        for module in self.model.modules():
+            # Only modules in the other state switch, so that switched ones keep a
+            # query_chunk_size set on them.
+            if isinstance(module, Wav2Vec2BertSelfAttention) and enabled != isinstance(
+                module, MemoryEfficientWav2Vec2BertSelfAttention
+            ):
+                enable_memory_efficient_attention(module, enabled=enabled)
+
+    def train(self, mode=True):
+        """Sets train or eval mode (``eval()`` calls ``train(False)``) and the attention
+        path that ``memory_efficient_attention`` chooses for it.
+
+        Arguments
+        ---------
+        mode : bool
+            True: train mode; False: eval mode.
+
+        Returns
+        -------
+        W2VBertBackbone
+            This module.
+        """
+        super().train(mode)
+        self.memory_efficient_attention = self._memory_efficient_attention
+        return self
 
     @property
     def num_hidden_states(self):
@@ -248,6 +310,8 @@ class W2VBertBackbone(torch.nn.Module):
                 setattr(parent, child, module.get_base_layer())
         if not self.freeze:
             self.model.requires_grad_(True)
+        # A frozen encoder without LoRA gets no gradients: "inference" may switch now.
+        self.memory_efficient_attention = self._memory_efficient_attention
 
     def merged_model(self):
         """A plain `Wav2Vec2BertModel` with LoRA folded in (this module is unchanged).

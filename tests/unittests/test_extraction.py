@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from speechbrain.utils.autocast import AMPConfig, TorchAutocast
 
 from speechbrain_w2vbert_sv.data.audio import AudioFileError
-from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches
+from speechbrain_w2vbert_sv.inference.extraction import autocast_context, embed_files, make_batches
 from tests.tiny_models import small_w2vbert_model
 
 
@@ -85,3 +86,22 @@ def test_bf16_autocast_and_errors(tiny_model, audio_files, tmp_path):
         embed_files(tiny_model, [], progress=False)
     with pytest.raises(AudioFileError, match="missing.wav: missing file"):
         embed_files(tiny_model, [tmp_path / "missing.wav"], progress=False)
+
+
+def test_fp32_turns_an_enclosing_autocast_off_unlike_speechbrains():
+    """Why ``autocast_context`` is not SpeechBrain's ``TorchAutocast``."""
+    linear = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast_context("cpu", "fp32"):
+            ours = linear(x)
+        with TorchAutocast(device_type="cpu", dtype=AMPConfig.from_name("fp32").dtype):
+            speechbrains = linear(x)
+    assert (ours.dtype, speechbrains.dtype) == (torch.float32, torch.bfloat16)
+    for precision in ("bf16", "fp16"):  # the same where autocast is on
+        dtype = AMPConfig.from_name(precision).dtype
+        with autocast_context("cpu", precision):
+            ours = linear(x)
+        with TorchAutocast(device_type="cpu", dtype=dtype):
+            speechbrains = linear(x)
+        assert ours.dtype == speechbrains.dtype == dtype
