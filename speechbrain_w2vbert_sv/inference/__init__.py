@@ -10,6 +10,7 @@ from speechbrain_w2vbert_sv.inference.export import export_model
 from speechbrain_w2vbert_sv.inference.interface import (
     ASRSpeakerRecognition,
     PassThrough,
+    SpeechBrainSpeakerRecognition,
     W2VBertSpeakerRecognition,
     interface_class,
     load_model,
@@ -20,6 +21,7 @@ from speechbrain_w2vbert_sv.inference.training_runs import find_checkpoint, load
 __all__ = [
     "ASRSpeakerRecognition",
     "PassThrough",
+    "SpeechBrainSpeakerRecognition",
     "W2VBertSpeakerRecognition",
     "export_model",
     "find_checkpoint",
