@@ -32,7 +32,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,6 @@ from _environment import MALLOC_ENV  # noqa: E402
 from tests.conftest import DATA_ROOT, SPEECHBRAIN_RECIPES  # noqa: E402
 from tests.integration.test_speechbrain_recipes import (  # noqa: E402
     ASC,
-    NO_DOWNLOADS,
     SMALL_W2VBERT_MFA,
     TRIALS,
     YAMLS,
@@ -53,7 +51,10 @@ from tests.integration.test_speechbrain_recipes import (  # noqa: E402
     prepare_training,
     recipe_folder,
     rows,
+    run_script,
+    script_env,
     speaker_of,
+    train,
     write_csv,
 )
 
@@ -61,16 +62,12 @@ QUICKSTART = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams" / "quickstart.yaml"
 
 
 def _env():
-    env = dict(os.environ, **MALLOC_ENV, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
+    return script_env(threads=2, **MALLOC_ENV)
 
 
 def _timed(cmd, cwd):
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-4000:]}")
+    run_script(cwd, *cmd, timeout=3600, env=_env())
     return time.perf_counter() - start
 
 
@@ -91,31 +88,25 @@ def speechbrain_run(recipe, yaml, asc, run, epochs):
     with open(asc / "train.csv", encoding="utf-8") as f:
         files = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     write_csv(run / "save" / "train.csv", rows(asc, files, speaker_of))
-    cmd = [
-        sys.executable,
-        "train_speaker_embeddings.py",
+    start = time.perf_counter()
+    train(
+        recipe,
         yaml,
-        f"--data_folder={asc}",
-        f"--output_folder={run}",
-        "--skip_prep=True",
-        f"--verification_file={asc / TRIALS}",
-        f"--out_n_neurons={num_speakers}",
-        "--sentence_len=1.0",
-        "--num_workers=0",
-        "--batch_size=16",
+        asc,
+        run,
+        num_speakers,
         f"--number_of_epochs={epochs}",
         "--lr=0.002",
         "--step_size=300",
-        "--noprogressbar",
-        *NO_DOWNLOADS,
         *overrides(SMALL_W2VBERT_MFA),
-    ]
-    return _timed(cmd, recipe)
+        batch_size=16,
+        env=_env(),
+    )
+    return time.perf_counter() - start
 
 
 def our_run(asc, run, epochs):
     cmd = [
-        sys.executable,
         REPO_ROOT / "recipes" / "VoxCeleb" / "train.py",
         QUICKSTART,
         f"--output_folder={run}",
@@ -137,7 +128,7 @@ def our_run(asc, run, epochs):
 
 def eer(run, asc, out):
     """EER (%) of a run on the held-out speakers, exported and scored by our CLI."""
-    cli = [sys.executable, "-m", "speechbrain_w2vbert_sv.cli"]
+    cli = ["-m", "speechbrain_w2vbert_sv.cli"]
     _timed([*cli, "export", "--run", run, "--output", out / "model"], REPO_ROOT)
     _timed(
         [

@@ -3,6 +3,7 @@ checkpoint files."""
 
 import pathlib
 import pickle
+import re
 import zipfile
 
 import torch
@@ -148,6 +149,9 @@ def load_checkpoint_file(path):
     """Reads a ``torch.save`` file (tensors and plain containers only) on the CPU.
 
     Memory-mapped when the format allows (a 2.4 GB model is then not read twice).
+    Nothing but tensors and plain containers is unpickled (``weights_only=True``), so
+    a checkpoint from elsewhere cannot run code when read; SpeechBrain's own files
+    (state dicts, ``InputNormalization``'s ``normalizer.ckpt``) need no other type.
 
     Arguments
     ---------
@@ -192,10 +196,12 @@ def load_checkpoint_file(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().split(". ")[0]
+        # torch names the refused global ("GLOBAL posix.system"): the one useful detail.
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = found.group(1) if found else str(error).strip().split(". ")[0]
         raise ValueError(
-            f"{path}: holds objects other than tensors and plain containers, which are "
-            f"not loaded ({first})"
+            f"{path}: holds objects other than tensors and plain containers ({what}), "
+            "which are not loaded: unpickling them could run code"
         ) from None
     except _LOAD_ERRORS as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -4,9 +4,14 @@ WeSpeaker's loader (``wespeaker.cli.speaker.load_model_pt``) builds
 ``W2VBert_Adapter_MFA(**model_args)``, adds ``W2VBertFrontend(**dataset_args.w2vbert_args)``
 as its ``frontend`` and loads ``avg_model.pt`` into it. The frontend first loads the
 encoder named by ``model_name`` (its weights are then replaced by ``avg_model.pt``):
-``facebook/w2v-bert-2.0`` for an encoder of that architecture, else a folder written
-beside (``w2vbert/``: the encoder config and weights, and the feature extractor's
-settings), named by its absolute path.
+the hub id ``facebook/w2v-bert-2.0`` for an encoder of its published architecture (as
+WeSpeaker's own published config names it), else a folder written beside
+(``w2vbert/``: the encoder config and weights, and the feature extractor's settings),
+named ``w2vbert``. Neither names the output folder, so it can be moved, archived or
+uploaded. WeSpeaker's frontend takes ``model_name`` as it is (its ``download_dir`` is
+not used), so it reads the relative ``w2vbert`` against the working directory: load
+such a folder from inside it, or set ``model_name`` to its ``w2vbert/`` path (the
+model card says so); this package's own import reads it beside ``config.yaml``.
 
 A model card (``README.md``) goes along: the source folder's (origin, licence, known
 results) with WeSpeaker's usage lines, or a new one.
@@ -41,6 +46,15 @@ logger = get_logger(__name__)
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "avg_model.pt"
 ENCODER_FOLDER = "w2vbert"
+# The one step a folder with its own encoder needs (WeSpeaker resolves model_name
+# against the working directory), for its model card.
+ENCODER_FOLDER_NOTE = (
+    "This model's encoder is not `facebook/w2v-bert-2.0`'s architecture: it is in "
+    "`w2vbert/`, which `config.yaml` names as `model_name: w2vbert`. WeSpeaker reads that "
+    "name relative to the working directory, so load this folder from inside it "
+    '(`cd` into it, then `wespeaker.load_model(".")`), or set '
+    "`dataset_args.w2vbert_args.model_name` to the full path of its `w2vbert/`."
+)
 HUB_ID = "facebook/w2v-bert-2.0"
 # WeSpeaker's attentive statistics pooling floors the variance at this value.
 WESPEAKER_POOLING_EPS = 1e-5
@@ -92,9 +106,29 @@ def wespeaker_state_dict(state):
     return out
 
 
-def _is_standard(config):
-    standard = Wav2Vec2BertConfig()
-    return all(getattr(config, k, None) == getattr(standard, k, None) for k in _ARCHITECTURE)
+def is_published_architecture(config):
+    """Whether an encoder has ``facebook/w2v-bert-2.0``'s architecture (the
+    ``Wav2Vec2BertConfig()`` defaults are its published config), so that WeSpeaker's
+    frontend can build it from the hub id.
+
+    Arguments
+    ---------
+    config : transformers.PretrainedConfig
+        The encoder's config.
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> is_published_architecture(Wav2Vec2BertConfig())
+    True
+    >>> is_published_architecture(Wav2Vec2BertConfig(num_hidden_layers=12))
+    False
+    """
+    published = Wav2Vec2BertConfig()
+    return all(getattr(config, k, None) == getattr(published, k, None) for k in _ARCHITECTURE)
 
 
 def export_wespeaker(model, output, w2vbert_source=None):
@@ -109,7 +143,8 @@ def export_wespeaker(model, output, w2vbert_source=None):
     w2vbert_source : str, optional
         ``model_name`` of WeSpeaker's frontend (a hub id or a folder with the encoder
         and ``preprocessor_config.json``); default: ``facebook/w2v-bert-2.0`` when the
-        encoder has its architecture, else the ``w2vbert/`` folder written here.
+        encoder has its published architecture, else ``w2vbert``, the folder written
+        here (relative: see the module's notes).
 
     Returns
     -------
@@ -151,14 +186,15 @@ def export_wespeaker(model, output, w2vbert_source=None):
         )
     out = pathlib.Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    if w2vbert_source is None:
-        if _is_standard(config):
-            w2vbert_source = HUB_ID
-        else:
-            encoder_folder = out / ENCODER_FOLDER
-            backbone.model.save_pretrained(encoder_folder)
-            SeamlessM4TFeatureExtractor().save_pretrained(encoder_folder)
-            w2vbert_source = str(encoder_folder.resolve())
+    own_encoder = w2vbert_source is None and not is_published_architecture(config)
+    if own_encoder:
+        encoder_folder = out / ENCODER_FOLDER
+        backbone.model.save_pretrained(encoder_folder)
+        SeamlessM4TFeatureExtractor().save_pretrained(encoder_folder)
+        # Relative, so that the folder still works after a move (see the card).
+        w2vbert_source = ENCODER_FOLDER
+    elif w2vbert_source is None:
+        w2vbert_source = HUB_ID
     settings = {
         "model": "W2VBert_Adapter_MFA",
         "model_args": {
@@ -179,16 +215,19 @@ def export_wespeaker(model, output, w2vbert_source=None):
     state = {k: v.detach().cpu() for k, v in embedding_model.state_dict().items()}
     torch.save(wespeaker_state_dict(state), out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    (out / CARD_FILE).write_text(_card(model, name), encoding="utf-8")
+    usage = WESPEAKER_USAGE
+    if own_encoder:
+        usage += f"\n{ENCODER_FOLDER_NOTE}\n"
+    (out / CARD_FILE).write_text(_card(model, name, usage), encoding="utf-8")
     return out
 
 
-def _card(model, name):
+def _card(model, name, usage):
     """The source folder's model card (its origin and licence go along) with WeSpeaker's
-    usage, or a new card."""
+    usage (a template with ``{source}``), or a new card."""
     source_card = pathlib.Path(name) / CARD_FILE
     if source_card.is_file():
         text = source_card.read_text(encoding="utf-8")
         head, _, _ = text.partition(f"\n{USE_HEADING}\n")
-        return f"{head}\n{USE_HEADING}\n\n{WESPEAKER_USAGE.format(source='<this folder>')}"
-    return model_card(model.hparams.model, source="<this folder>", usage=WESPEAKER_USAGE)
+        return f"{head}\n{USE_HEADING}\n\n{usage.format(source='<this folder>')}"
+    return model_card(model.hparams.model, source="<this folder>", usage=usage)

@@ -10,8 +10,9 @@ not part of the encoder).
 import dataclasses
 import pathlib
 
-import torch
 from speechbrain.utils.logger import get_logger
+
+from speechbrain_w2vbert_sv.utils import load_checkpoint_file
 
 logger = get_logger(__name__)
 
@@ -81,7 +82,8 @@ def _resolve_checkpoint(checkpoint):
         model_file, normalizer = path, path.with_name(_NORMALIZER_FILE)
     else:
         raise ValueError(f"{path}: ASR checkpoint not found")
-    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    # Tensors and plain containers only: a checkpoint from elsewhere must not run code.
+    state = load_checkpoint_file(model_file)
     if not isinstance(state, dict):
         raise ValueError(f"{model_file}: not a state dict ({type(state).__name__})")
     return state, normalizer if normalizer.is_file() else None
@@ -92,7 +94,7 @@ def _split_key(key, checkpoint_modules):
 
     An index past ``checkpoint_modules`` gives the name None."""
     first, _, rest = key.partition(".")
-    if first.isdigit() and checkpoint_modules is not None:
+    if first.isdigit():
         index = int(first)
         return (checkpoint_modules[index] if index < len(checkpoint_modules) else None), rest
     return first, rest
@@ -116,8 +118,9 @@ def checkpoint_module_order(checkpoint, num_modules):
     SpeechBrain's recipes write their ``hyperparams.yaml`` into the output folder
     (``model: !new:torch.nn.ModuleList [[*CNN, *Transformer, *seq_lin, *ctc_lin]]``,
     references resolved into aliases) and pretrained folders carry one
-    (``asr_model: !new:torch.nn.ModuleList [[!ref <CNN>, ...]]``). The list of
-    ``num_modules`` entries is taken when exactly one such list is found.
+    (``asr_model: !new:torch.nn.ModuleList [[!ref <CNN>, ...]]``). The file is parsed,
+    nothing in it is built. The list of ``num_modules`` entries is taken when exactly
+    one such list is found.
 
     Arguments
     ---------
@@ -128,8 +131,10 @@ def checkpoint_module_order(checkpoint, num_modules):
 
     Returns
     -------
-    tuple of str or None
+    names : tuple of str or None
         The names in order, or None when they cannot be known.
+    file : pathlib.Path or None
+        The ``hyperparams.yaml`` they were read from.
 
     Example
     -------
@@ -137,8 +142,9 @@ def checkpoint_module_order(checkpoint, num_modules):
     >>> _ = (folder / "hyperparams.yaml").write_text(
     ...     "CNN: !new:torch.nn.Identity\\nctc_lin: !new:torch.nn.Identity\\n"
     ...     "asr_model: !new:torch.nn.ModuleList [[!ref <CNN>, !ref <ctc_lin>]]\\n")
-    >>> checkpoint_module_order(folder, 2)
-    ('CNN', 'ctc_lin')
+    >>> names, file = checkpoint_module_order(folder, 2)
+    >>> names, file.name
+    (('CNN', 'ctc_lin'), 'hyperparams.yaml')
     """
     import ruamel.yaml
 
@@ -161,8 +167,8 @@ def checkpoint_module_order(checkpoint, num_modules):
             if len(names) == num_modules and None not in names:
                 found.add(names)
         if len(found) == 1:
-            return found.pop()
-    return None
+            return found.pop(), file
+    return None, None
 
 
 def _entry_name(tree, entry):
@@ -175,22 +181,28 @@ def _entry_name(tree, entry):
     return next((key for key, value in tree.items() if value is entry), None)
 
 
-def _check_module_order(checkpoint, state, checkpoint_modules, strict):
-    """Compares ``checkpoint_modules`` with the checkpoint's own ModuleList, if known."""
+def _module_order(checkpoint, state, checkpoint_modules):
+    """The ModuleList order to load with: the checkpoint's own (its hyperparams.yaml)
+    when ``checkpoint_modules`` is None, else ``checkpoint_modules``, refused when
+    that file orders the list otherwise."""
     indices = {int(k.partition(".")[0]) for k in state if k.partition(".")[0].isdigit()}
-    if not indices or checkpoint_modules is None:
-        return
-    known = checkpoint_module_order(checkpoint, max(indices) + 1)
+    known = file = None
+    if indices:
+        known, file = checkpoint_module_order(checkpoint, max(indices) + 1)
+    if checkpoint_modules is None:
+        if known is not None:
+            logger.info("ModuleList [%s] of %s read from %s", ", ".join(known), checkpoint, file)
+        return known or LIBRISPEECH_CHECKPOINT_MODULES
     if known is not None and tuple(checkpoint_modules) != known:
-        message = (
-            f"ASR checkpoint {checkpoint}: its hyperparams.yaml orders the ModuleList "
+        # seq_lin and ctc_lin have the same shape: a swap would load without a shape error.
+        raise ValueError(
+            f"ASR checkpoint {checkpoint}: {file} orders its ModuleList "
             f"[{', '.join(known)}] but checkpoint_modules is "
             f"[{', '.join(checkpoint_modules)}]: set asr_checkpoint_modules "
-            f"(checkpoint_modules) to [{', '.join(known)}]"
+            f"(checkpoint_modules) to [{', '.join(known)}] or leave it out (null) to "
+            "read it from that file"
         )
-        if strict:
-            raise ValueError(message)
-        logger.warning(message)
+    return checkpoint_modules
 
 
 def _check_ctc_outputs(checkpoint, report, state, strict):
@@ -229,16 +241,17 @@ def load_asr_checkpoint(
     frontend=None,
     ctc_head=None,
     model=None,
-    checkpoint_modules=LIBRISPEECH_CHECKPOINT_MODULES,
+    checkpoint_modules=None,
     normalizer=None,
     strict=False,
 ):
     """Initialise a Conformer backbone (front end, CTC head) from a SpeechBrain ASR checkpoint.
 
     Key mapping (``checkpoint_modules`` names the entries of the checkpointed
-    ``ModuleList`` in order; LibriSpeech recipes: ``[CNN, Transformer, seq_lin,
-    ctc_lin]``; keys that already start with a name, as in a ``ModuleDict``, are
-    read as they are):
+    ``ModuleList`` in order, by default those of the checkpoint's own
+    ``hyperparams.yaml`` (:func:`checkpoint_module_order`), else LibriSpeech's
+    ``[CNN, Transformer, seq_lin, ctc_lin]``; keys that already start with a name, as
+    in a ``ModuleDict``, are read as they are):
 
     * ``CNN.*`` -> ``backbone.CNN.*``;
     * ``Transformer.{custom_src_module, encoder, positional_encoding}.*`` ->
@@ -268,18 +281,18 @@ def load_asr_checkpoint(
         ``ctc_lin`` attributes receive them (``ConformerCTC``,
         ``MultiTaskSpeakerModel``); handy in HyperPyYAML (``!apply:``).
     checkpoint_modules : sequence of str, optional
-        Names of the ModuleList entries of the checkpoint, in order.
+        Names of the ModuleList entries of the checkpoint, in order (default: read
+        from the checkpoint's ``hyperparams.yaml``, else
+        :data:`LIBRISPEECH_CHECKPOINT_MODULES`). An order that contradicts that file
+        is refused, strict or not: ``seq_lin`` and ``ctc_lin`` have the same shape,
+        so a swap would load the decoder's output layer as the CTC layer.
     normalizer : str, os.PathLike or dict, optional
         Normaliser checkpoint, if not next to the model file.
     strict : bool
         Raise a ValueError when keys are missing or unexpected, when a ``ModuleList``
-        index is past ``checkpoint_modules``, when the checkpoint's own
-        ``hyperparams.yaml`` orders its ``ModuleList`` otherwise (see
-        :func:`checkpoint_module_order`), or when the layer loaded as the CTC layer
+        index is past ``checkpoint_modules``, or when the layer loaded as the CTC layer
         has another number of outputs than the ``label_encoder.txt`` or
-        ``tokenizer.ckpt`` beside the checkpoint (``seq_lin`` and ``ctc_lin`` have
-        the same shape: only the order tells them apart). Without it these are
-        warnings.
+        ``tokenizer.ckpt`` beside the checkpoint. Without it these are warnings.
 
     Returns
     -------
@@ -290,8 +303,10 @@ def load_asr_checkpoint(
     ------
     ValueError
         A checkpoint tensor whose shape differs from its target (the message names the
-        key and both shapes), an unreadable checkpoint, or (``strict``) missing or
-        unexpected keys.
+        key and both shapes), an unreadable checkpoint or one holding more than
+        tensors and plain containers (it is not unpickled), ``checkpoint_modules``
+        that contradict the checkpoint's ``hyperparams.yaml``, or (``strict``)
+        missing or unexpected keys.
 
     Example
     -------
@@ -318,7 +333,7 @@ def load_asr_checkpoint(
     new_states = {name: module.state_dict() for name, module in targets.items()}
     report = TransferReport()
     filled = {name: set() for name in targets}
-    _check_module_order(checkpoint, state, checkpoint_modules, strict)
+    checkpoint_modules = _module_order(checkpoint, state, checkpoint_modules)
     for key, value in state.items():
         name, rest = _split_key(key, checkpoint_modules)
         if name is None:

@@ -14,7 +14,7 @@ import torch
 from speechbrain.lobes.features import Fbank
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import check_waveform_batch
-from speechbrain_w2vbert_sv.utils import lengths_to_mask
+from speechbrain_w2vbert_sv.utils import lengths_to_mask, load_checkpoint_file
 
 
 class ConformerFbank(torch.nn.Module):
@@ -106,11 +106,32 @@ class ConformerFbank(torch.nn.Module):
         bool
             Whether global statistics were loaded (False: the normaliser of the
             checkpoint computed no global statistics, e.g. per-sentence ASR training).
+
+        Raises
+        ------
+        ValueError
+            One line naming the file: unreadable, holding more than tensors and plain
+            containers (it is not unpickled), or statistics that do not fit.
+
+        Example
+        -------
+        >>> frontend = ConformerFbank(n_mels=2, norm_type="global")
+        >>> file = getfixture("tmp_path") / "normalizer.ckpt"
+        >>> torch.save({"count": 5, "glob_mean": torch.ones(1, 2),
+        ...             "glob_std": torch.ones(1, 2)}, file)
+        >>> frontend.load_normalizer(file), frontend.global_mean.tolist()
+        (True, [1.0, 1.0])
         """
         name = "normalizer"
         if not isinstance(normalizer, dict):
             name = os.fspath(normalizer)
-            normalizer = torch.load(name, map_location="cpu", weights_only=False)
+            # Tensors and plain containers only: a file from elsewhere must not run code.
+            normalizer = load_checkpoint_file(name)
+        if not isinstance(normalizer, dict):
+            raise ValueError(
+                f"{name}: not a normaliser checkpoint (a {type(normalizer).__name__}, "
+                "expected the dict of SpeechBrain's InputNormalization)"
+            )
         count = int(normalizer.get("count", 0))
         mean = torch.as_tensor(normalizer.get("glob_mean", torch.empty(0))).flatten()
         std = torch.as_tensor(normalizer.get("glob_std", torch.empty(0))).flatten()

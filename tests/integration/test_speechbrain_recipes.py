@@ -67,17 +67,19 @@ def overrides(values):
     return [f"--{key}={json.dumps(value)}" for key, value in values.items()]
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+def script_env(threads=1, **settings):
+    """The environment of the scripts: offline, ``threads`` OpenMP threads, this
+    repository importable, plus ``settings``."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads), **settings)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def run_script(folder, script, *args, timeout=1200):
+def run_script(folder, script, *args, timeout=1200, env=None):
     """Runs one of SpeechBrain's scripts from ``folder``; returns stdout + stderr."""
     cmd = [sys.executable, script, *map(str, args)]
     proc = subprocess.run(
-        cmd, cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=folder, env=env or script_env(), capture_output=True, text=True, timeout=timeout
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-6000:]}"
@@ -186,7 +188,7 @@ def checkpoint_of(run):
     return checkpoint
 
 
-def train(recipe, yaml, asc, run, num_speakers, *args):
+def train(recipe, yaml, asc, run, num_speakers, *args, batch_size=8, env=None):
     """``train_speaker_embeddings.py`` on the prepared CSVs, nothing downloaded."""
     return run_script(
         recipe,
@@ -199,10 +201,11 @@ def train(recipe, yaml, asc, run, num_speakers, *args):
         f"--out_n_neurons={num_speakers}",
         "--sentence_len=1.0",
         "--num_workers=0",
-        "--batch_size=8",
+        f"--batch_size={batch_size}",
         "--noprogressbar",
         *NO_DOWNLOADS,
         *args,
+        env=env,
     )
 
 

@@ -11,7 +11,6 @@ and a ``hyperparams.yaml`` whose ``asr_model`` lists the modules with ``!ref``. 
 SentencePiece model is trained on the Arabic Speech Commands transcripts.
 """
 
-import logging
 import pathlib
 import shutil
 
@@ -41,6 +40,7 @@ from speechbrain_w2vbert_sv.training.asr_distillation import (
 RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "VoxCeleb"
 VOCAB = 41  # conformer_mfa.yaml's vocab_size, so the shipped adaptor recipe fits
 SHIPPED_DEFAULT = ["CNN", "Transformer", "ctc_lin"]  # the speaker recipes' default
+SWAPPED = ["CNN", "Transformer", "ctc_lin", "seq_lin"]  # LibriSpeech's last two swapped
 
 # conformer_small.yaml's model section at tiny sizes (SpeechBrain 1.x classes).
 LIBRISPEECH_YAML = f"""
@@ -172,40 +172,74 @@ def our_ctc_model():
     return ConformerCTC(ConformerFbank(n_mels=40, norm_type="global"), backbone, VOCAB)
 
 
-@pytest.mark.parametrize("layout", ["checkpointer", "pretrained"])
-def test_librispeech_layout_matches_speechbrain_modules(layout, librispeech_folders):
-    checkpoint, pretrained, hparams = librispeech_folders
-    folder = checkpoint if layout == "checkpointer" else pretrained
-    model = our_ctc_model()
-    report = load_asr_checkpoint(
-        folder, model=model, checkpoint_modules=LIBRISPEECH_CHECKPOINT_MODULES, strict=True
-    )
-    assert report.normalizer and not report.missing
-    assert all(k.startswith("2.") for k in report.ignored if not k.startswith("1."))
+def speechbrain_log_probs(hparams, wavs, lens):
+    """The encoder output and CTC log-probabilities of SpeechBrain's own modules."""
     cnn, transformer, _, ctc_lin = hparams["model"].eval()
-    wavs, lens = 0.1 * torch.randn(2, 8000), torch.tensor([1.0, 0.7])
-    model.eval()
     with torch.no_grad():
         feats = hparams["normalize"].eval()(hparams["compute_features"](wavs), lens)
         encoded = transformer.encode(cnn(feats), lens)
-        expected = torch.log_softmax(ctc_lin(encoded), dim=-1)
-        out = model(wavs, lens)
+    return encoded, torch.log_softmax(ctc_lin(encoded), dim=-1)
+
+
+def layout_folder(layout, librispeech_folders):
+    checkpoint, pretrained, _ = librispeech_folders
+    return checkpoint if layout == "checkpointer" else pretrained
+
+
+@pytest.mark.parametrize("layout", ["checkpointer", "pretrained"])
+@pytest.mark.parametrize("modules", [LIBRISPEECH_CHECKPOINT_MODULES, None])
+def test_librispeech_layout_matches_speechbrain_modules(layout, modules, librispeech_folders):
+    """Given, or (None) read from the folder's hyperparams.yaml, the order loads the
+    CTC layer that SpeechBrain's modules use."""
+    hparams = librispeech_folders[2]
+    model = our_ctc_model()
+    report = load_asr_checkpoint(
+        layout_folder(layout, librispeech_folders),
+        model=model,
+        checkpoint_modules=modules,
+        strict=True,
+    )
+    assert report.normalizer and not report.missing
+    assert all(k.startswith("2.") for k in report.ignored if not k.startswith("1."))
+    wavs, lens = 0.1 * torch.randn(2, 8000), torch.tensor([1.0, 0.7])
+    encoded, expected = speechbrain_log_probs(hparams, wavs, lens)
+    with torch.no_grad():
+        out = model.eval()(wavs, lens)
     torch.testing.assert_close(out.encoder_out, encoded, atol=3e-6, rtol=0)
     torch.testing.assert_close(out.log_probs, expected, atol=3e-6, rtol=0)
 
 
 @pytest.mark.parametrize("layout", ["checkpointer", "pretrained"])
-def test_wrong_module_order_is_an_error_under_strict(layout, librispeech_folders, caplog):
-    checkpoint, pretrained, _ = librispeech_folders
-    folder = checkpoint if layout == "checkpointer" else pretrained
-    with pytest.raises(ValueError) as error:
-        load_asr_checkpoint(
-            folder, model=our_ctc_model(), checkpoint_modules=SHIPPED_DEFAULT, strict=True
-        )
-    assert "[CNN, Transformer, seq_lin, ctc_lin]" in str(error.value)
-    with caplog.at_level(logging.WARNING):
-        load_asr_checkpoint(folder, model=our_ctc_model(), checkpoint_modules=SHIPPED_DEFAULT)
-    assert "seq_lin, ctc_lin" in caplog.text
+@pytest.mark.parametrize("modules", [SHIPPED_DEFAULT, SWAPPED])
+def test_order_that_contradicts_the_hyperparams_is_refused(layout, modules, librispeech_folders):
+    """Strict or not: the swap has the shapes of the right order and loaded silently
+    (the decoder's output layer as the CTC layer)."""
+    folder = layout_folder(layout, librispeech_folders)
+    for strict in (True, False):
+        model = our_ctc_model()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ValueError) as error:
+            load_asr_checkpoint(folder, model=model, checkpoint_modules=modules, strict=strict)
+        message = str(error.value)
+        assert "\n" not in message and "hyperparams.yaml orders its ModuleList" in message
+        assert f"[{', '.join(modules)}]" in message
+        assert "[CNN, Transformer, seq_lin, ctc_lin]" in message
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_what_the_refused_swap_loads(librispeech_folders, tmp_path):
+    """The checkpoint without its hyperparams.yaml: nothing to read the order from, and
+    the swapped order gives other CTC outputs than SpeechBrain's."""
+    checkpoint, _, hparams = librispeech_folders
+    shutil.copy(checkpoint / "model.ckpt", tmp_path / "model.ckpt")
+    model = our_ctc_model()
+    load_asr_checkpoint(tmp_path, model=model, checkpoint_modules=SWAPPED)
+    torch.testing.assert_close(model.ctc_lin.w.weight, hparams["seq_lin"].w.weight)
+    wavs, lens = 0.1 * torch.randn(2, 8000), torch.tensor([1.0, 0.7])
+    _, expected = speechbrain_log_probs(hparams, wavs, lens)
+    model.frontend.load_normalizer(checkpoint / "normalizer.ckpt")
+    with torch.no_grad():
+        assert (model.eval()(wavs, lens).log_probs - expected).abs().max() > 0.5
 
 
 def test_index_past_the_module_list_is_an_error_under_strict(librispeech_folders, tmp_path):

@@ -140,12 +140,15 @@ def test_transfer_shape_mismatch_names_key_and_shapes(asr_checkpoint):
     assert "ffn" in message and "(64, 32)" in message and "(48, 32)" in message
 
 
-def test_normaliser_statistics_must_match_the_front_end(asr_checkpoint):
+def test_normaliser_statistics_must_match_the_front_end(asr_checkpoint, tmp_path):
     folder = asr_checkpoint[0]
     with pytest.raises(ValueError, match="norm_type"):
         load_asr_checkpoint(folder, model=our_asr(norm_type="sentence"))
     with pytest.raises(ValueError, match="no statistics"):
         our_asr(norm_type="global").frontend(torch.randn(1, 8000))
+    torch.save(torch.ones(N_MELS), tmp_path / "normalizer.ckpt")  # not InputNormalization's
+    with pytest.raises(ValueError, match=r"normalizer.ckpt: not a normaliser checkpoint"):
+        our_asr().frontend.load_normalizer(tmp_path / "normalizer.ckpt")
 
 
 def test_sentence_normalisation_matches_speechbrain_on_real_speech(shared_data):
