@@ -238,6 +238,8 @@ def onnx(args):
     from speechbrain_w2vbert_sv.inference.interface import SpeechBrainSpeakerRecognition
     from speechbrain_w2vbert_sv.inference.onnx import export_onnx
 
+    if not args.output.endswith(".onnx"):
+        raise ValueError(f"--output must end in .onnx, got {args.output}")
     if args.precision == "int8":
         raise ValueError("export the float model with --int8 (ONNX Runtime quantization)")
     model = _load(args)
@@ -389,7 +391,7 @@ def build_parser():
     p.set_defaults(func=import_)
 
     p = commands.add_parser("onnx", help="export a model to ONNX")
-    p.add_argument("--output", required=True, help="ONNX file to write")
+    p.add_argument("--output", required=True, help="ONNX file to write (.onnx)")
     p.add_argument(
         "--waveform",
         action="store_true",

@@ -95,9 +95,11 @@ def export_onnx(
             "ONNX export needs onnx and onnxscript: pip install onnx onnxscript"
         ) from error
     frontend = embedding_model.frontend
-    if waveform and not isinstance(frontend, W2VBertFbank):
+    if not isinstance(frontend, W2VBertFbank):
+        # The graph's front end and its length rules are w2v-BERT's (GraphFbank).
         raise ValueError(
-            f"the waveform-in graph needs a W2VBertFbank front end, got {type(frontend).__name__}"
+            "ONNX export takes w2v-BERT models (W2VBertFbank front end), this one has "
+            f"{type(frontend).__name__}"
         )
     graph_frontend = GraphFbank(frontend) if waveform else None
     model = _ToEmbedding(embedding_model.backbone, embedding_model.head, graph_frontend).eval()

@@ -24,8 +24,9 @@ import warnings
 import ruamel.yaml
 import torch
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 
-from speechbrain_w2vbert_sv.inference.model_yaml import HPARAMS_FILE, WEIGHTS_FILE
+from speechbrain_w2vbert_sv.inference.model_yaml import HPARAMS_FILE, WEIGHTS_FILE, yaml_error
 
 QUANTIZE_FUNCTION = "speechbrain_w2vbert_sv.inference.quantization.quantize_dynamic_int8"
 
@@ -138,8 +139,16 @@ def export_int8(model_folder, output, pointwise_conv=True):
     from speechbrain_w2vbert_sv.inference.interface import load_model
 
     model_folder, output = pathlib.Path(model_folder), pathlib.Path(output)
+    if not (model_folder / HPARAMS_FILE).is_file():
+        raise ValueError(
+            f"{model_folder}: not an exported model folder (expected {HPARAMS_FILE} + "
+            f"{WEIGHTS_FILE}; `w2vbert-sv export` writes one)"
+        )
     yaml = ruamel.yaml.YAML()
-    tree = yaml.load((model_folder / HPARAMS_FILE).read_text(encoding="utf-8"))
+    try:
+        tree = yaml.load((model_folder / HPARAMS_FILE).read_text(encoding="utf-8"))
+    except YAMLError as error:
+        raise yaml_error(model_folder / HPARAMS_FILE, error) from None
     try:
         float_model = tree["model"]["embedding_model"]
         linked = [tree, tree["modules"], tree["pretrainer"]["loadables"]]

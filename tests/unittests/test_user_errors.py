@@ -3,24 +3,29 @@
 Each case was a traceback (or a message without the file) before: a damaged
 ``embedding_model.ckpt``, a ``hyperparams.yaml`` that does not parse, ``--device
 cuda:0`` where torch sees no GPU, a wav cut short after its header, and a stage yaml
-run offline without the encoder in the cache.
+run offline without the encoder in the cache. Every subcommand of ``w2vbert-sv``, read
+from its parser, answers the same broken models and wrong output suffixes in one line.
 """
 
+import argparse
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 
-from speechbrain_w2vbert_sv.cli import main
+from speechbrain_w2vbert_sv.cli import build_parser, main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXPORT = REPO / "tests" / "data" / "legacy_exports" / "conformer_mfa"
+# A sound model that every command takes (ONNX export included).
+W2VBERT_EXPORT = EXPORT.parent / "w2vbert_mfa"
 
 
 def cli_error(argv):
@@ -48,6 +53,109 @@ def export_copy(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(EXPORT, folder)
     return folder
+
+
+def subcommands():
+    """The subcommands of ``w2vbert-sv``, as its parser defines them."""
+    (commands,) = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    return sorted(commands.choices)
+
+
+def _weights(model):
+    """The weights file of a model folder; an .onnx file itself."""
+    return model if model.suffix == ".onnx" else model / "embedding_model.ckpt"
+
+
+# Per subcommand: (the argvs giving a broken model to its model, run or checkpoint
+# argument; the argv whose output file has a wrong suffix, None where the command writes
+# no file of a fixed kind). A new subcommand fails the test below until it has its entry.
+CASES = {
+    "embed": (
+        lambda model, f: [["embed", f.wav, "--model", model, "--output", f.tmp / "e.pt"]],
+        lambda f: ["embed", f.wav, "--model", W2VBERT_EXPORT, "--output", f.tmp / "e.txt"],
+    ),
+    "verify": (lambda model, f: [["verify", f.wav, f.wav, "--model", model]], None),
+    "score": (
+        lambda model, f: [
+            ["score", "--trials", f.trials, "--data_folder", f.tmp, "--output_folder"]
+            + [f.tmp / "scores", "--model", model, "--no_plots"]
+        ],
+        None,
+    ),
+    "export": (
+        lambda model, f: [
+            ["export", "--run", model, "--output", f.tmp / "out"],
+            ["export", "--format", "wespeaker", "--run", model, "--output", f.tmp / "out"],
+        ],
+        None,
+    ),
+    "import": (
+        lambda model, f: [
+            ["import", "--format", "paper", "--checkpoint", model, "--output", f.tmp / "out"],
+            ["import", "--format", "paper", "--checkpoint", _weights(model)]
+            + ["--output", f.tmp / "out"],
+            ["import", "--format", "wespeaker", "--checkpoint", model, "--output", f.tmp / "out"],
+            ["import", "--format", "wespeaker", "--checkpoint", _weights(model)]
+            + ["--config", f.wespeaker_config, "--output", f.tmp / "out"],
+        ],
+        None,
+    ),
+    "onnx": (
+        lambda model, f: [["onnx", "--model", model, "--output", f.tmp / "m.onnx"]],
+        lambda f: ["onnx", "--model", W2VBERT_EXPORT, "--output", f.tmp / "m.txt"],
+    ),
+    "quantize": (
+        lambda model, f: [["quantize", "--model", model, "--output", f.tmp / "out"]],
+        None,
+    ),
+}
+WRONG_SUFFIX = "wrong output suffix"
+BROKEN_MODELS = ("missing folder", "no hyperparams.yaml", "truncated weights", "garbage .onnx")
+
+
+@pytest.fixture
+def broken(tmp_path, wavs):
+    """The broken models by kind (``models``), and the other inputs of the commands."""
+    no_hparams = tmp_path / "no_hparams"
+    shutil.copytree(EXPORT, no_hparams)
+    (no_hparams / "hyperparams.yaml").unlink()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(EXPORT, truncated)
+    weights = truncated / "embedding_model.ckpt"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an ONNX model")
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 a.wav b.wav\n")
+    wespeaker_config = tmp_path / "wespeaker" / "config.yaml"
+    wespeaker_config.parent.mkdir()
+    wespeaker_config.write_text("model: W2VBert_Adapter_MFA\n")
+    models = dict(zip(BROKEN_MODELS, (tmp_path / "missing", no_hparams, truncated, garbage)))
+    return types.SimpleNamespace(
+        models=models, tmp=tmp_path, wav=wavs[0], trials=trials, wespeaker_config=wespeaker_config
+    )
+
+
+@pytest.mark.parametrize("kind", (*BROKEN_MODELS, WRONG_SUFFIX))
+@pytest.mark.parametrize("command", subcommands())
+def test_every_command_answers_broken_inputs_in_one_line(command, kind, broken, capsys):
+    assert command in CASES, f"w2vbert-sv {command}: add its broken-input cases to CASES"
+    model_argvs, wrong_suffix_argv = CASES[command]
+    if kind == WRONG_SUFFIX:
+        argvs = [] if wrong_suffix_argv is None else [wrong_suffix_argv(broken)]
+    else:
+        argvs = model_argvs(broken.models[kind], broken)
+    for argv in argvs:
+        argv = [str(arg) for arg in argv]
+        message = cli_error(argv)
+        assert message.startswith(f"w2vbert-sv {command}: error: ")
+        assert "Traceback" not in capsys.readouterr().err
+        if kind == WRONG_SUFFIX:
+            assert "must end in" in message and not os.path.exists(argv[-1])
 
 
 def test_the_folder_verifies_before_any_damage(export_copy, wavs, capsys):
