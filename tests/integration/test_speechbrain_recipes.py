@@ -289,6 +289,30 @@ def test_speechbrain_run_exports_and_scores_the_same(w2vbert_run, tmp_path):
     results = json.loads((tmp_path / "scores" / "results.json").read_text())
     ours = 100 * results["systems"]["cosine"]["eer"]
     assert abs(ours - w2vbert_run["eer"]) <= 0.1, (ours, w2vbert_run["eer"], out)
+    # Adaptive s-norm with a cohort of training speakers' files, as on our own runs.
+    cohort = tmp_path / "cohort.txt"
+    with open(asc / "train.csv", encoding="utf-8") as f:
+        files = [line.split(",")[0] for line in f.read().splitlines()[1::40]]
+    cohort.write_text("\n".join(files) + "\n", encoding="utf-8")
+    cli(
+        "score",
+        "--model",
+        exported,
+        "--trials",
+        asc / TRIALS,
+        "--data_folder",
+        asc,
+        "--output_folder",
+        tmp_path / "snorm",
+        "--cohort_list",
+        cohort,
+        "--no_plots",
+        "--no_progress",
+    )
+    systems = json.loads((tmp_path / "snorm" / "results.json").read_text())["systems"]
+    assert len(systems) == 2 and all(0 < s["eer"] < 0.5 for s in systems.values()), systems
+    cli("export", "--format", "wespeaker", "--model", exported, "--output", tmp_path / "wespeaker")
+    assert (tmp_path / "wespeaker" / "avg_model.pt").is_file()
     cli("quantize", "--model", exported, "--output", tmp_path / "int8")
     cli("onnx", "--model", exported, "--output", tmp_path / "model.onnx")
     wav = next((asc / "dataset").rglob("*.flac"))
