@@ -33,3 +33,41 @@ def small_w2vbert_model(seed=0):
             embedding_size=16,
         ),
     )
+
+
+# Parameters whose HF initial values make attention nearly uniform and hide position errors.
+ATTENTION_SCORE_PARAMETERS = ("linear_q", "linear_k", "distance_embedding")
+
+
+def randomise_attention_scores(state, seed=0, std=0.5):
+    """Draws the q/k projections and the relative-position distance tables of a
+    w2v-BERT encoder anew, in place, from N(0, ``std``²).
+
+    HF initialises them with small values: attention is then nearly uniform and
+    parity checks cannot see errors in the scores (swapped q/k, a zeroed distance
+    table). As ``tests/unittests/test_attention.py`` does for the distance tables.
+
+    Arguments
+    ---------
+    state : torch.nn.Module or dict
+        A module, or a state dict (e.g. a loaded ``embedding_model.ckpt``).
+    seed : int
+    std : float
+
+    Returns
+    -------
+    list of str
+        The names of the tensors drawn anew (sorted).
+    """
+    tensors = state.state_dict() if isinstance(state, torch.nn.Module) else state
+    gen = torch.Generator().manual_seed(seed)
+    names = sorted(
+        k
+        for k, v in tensors.items()
+        if any(p in k for p in ATTENTION_SCORE_PARAMETERS) and v.is_floating_point()
+    )
+    with torch.no_grad():
+        for name in names:
+            tensor = tensors[name]
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * std)
+    return names

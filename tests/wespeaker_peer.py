@@ -82,3 +82,37 @@ def wespeaker_embed(model, wavs):
     lens = torch.full((wavs.shape[0],), wavs.shape[1])
     hidden_states, _ = model.frontend(wavs, lens)
     return model(hidden_states)[1]
+
+
+def checkpoint_key_mismatch(model, path):
+    """What a strict ``load_state_dict`` of a WeSpeaker checkpoint into ``model`` would
+    reject (WeSpeaker's ``load_checkpoint`` loads with ``strict=False`` and only logs it).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        E.g. from :func:`load_wespeaker_folder`.
+    path : str or os.PathLike
+        ``avg_model.pt`` (a state dict, or one under ``state_dict``).
+
+    Returns
+    -------
+    missing : list of str
+        The model's tensors that the checkpoint lacks (sorted).
+    unexpected : list of str
+        The checkpoint's tensors that the model has no place for (sorted).
+    mismatched : list of str
+        Tensors of both whose shapes differ (sorted).
+    """
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        checkpoint = checkpoint["state_dict"]
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(checkpoint))
+    unexpected = sorted(set(checkpoint) - set(expected))
+    mismatched = sorted(
+        k for k in set(expected) & set(checkpoint) if expected[k].shape != checkpoint[k].shape
+    )
+    return missing, unexpected, mismatched

@@ -2,6 +2,7 @@
 checked against WeSpeaker's own code (``wespeaker-unofficial``) on small random models."""
 
 import pathlib
+import shutil
 
 import pytest
 import soundfile
@@ -11,10 +12,17 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
 from speechbrain_w2vbert_sv.cli import main
+from speechbrain_w2vbert_sv.inference import wespeaker_export
 from speechbrain_w2vbert_sv.inference.checkpoint_import import import_checkpoint
 from speechbrain_w2vbert_sv.inference.interface import load_model
-from speechbrain_w2vbert_sv.inference.wespeaker_export import export_wespeaker
-from tests.wespeaker_peer import load_wespeaker_folder, wespeaker_embed, wespeaker_modules
+from speechbrain_w2vbert_sv.inference.wespeaker_export import ENCODER_FOLDER_NOTE, export_wespeaker
+from tests.tiny_models import randomise_attention_scores
+from tests.wespeaker_peer import (
+    checkpoint_key_mismatch,
+    load_wespeaker_folder,
+    wespeaker_embed,
+    wespeaker_modules,
+)
 
 TINY = {
     "hidden_size": 32,
@@ -24,7 +32,9 @@ TINY = {
     "layerdrop": 0.0,
 }
 EMBED, ADAPTER = 16, 8
-ATOL = 1e-4
+# Measured differences to WeSpeaker's model: below 1e-6 (embeddings up to ~0.3); one
+# layer's q and k weights swapped moves them by 9e-4 or more.
+ATOL = 1e-5
 # 16000 samples give 98 fbank frames (49 stacked), 16160 give 99: WeSpeaker's
 # extractor then pads to 100 and pools a half-padded frame.
 EVEN, ODD = 16000, 16160
@@ -42,10 +52,16 @@ def peer():
 
 @pytest.fixture(scope="module")
 def encoder_folder(tmp_path_factory):
-    """A random tiny encoder + the feature extractor's settings, as WeSpeaker loads them."""
+    """A random tiny encoder + the feature extractor's settings, as WeSpeaker loads them.
+
+    Its q/k weights and distance tables are drawn anew: with HF's small initial values
+    attention is nearly uniform, and a swapped, zeroed or misplaced score weight changes
+    the embeddings by less than 1e-5."""
     folder = tmp_path_factory.mktemp("encoder")
     torch.manual_seed(0)
-    Wav2Vec2BertModel(Wav2Vec2BertConfig(**TINY)).save_pretrained(folder)
+    encoder = Wav2Vec2BertModel(Wav2Vec2BertConfig(**TINY))
+    randomise_attention_scores(encoder, seed=0)
+    encoder.save_pretrained(folder)
     SeamlessM4TFeatureExtractor().save_pretrained(folder)
     return folder
 
@@ -110,14 +126,26 @@ def test_wespeaker_import_matches_wespeaker(reference):
     model, _, imported = reference
     ours = load_model(imported)
     assert ours.hparams.model["pooling_eps"] == 1e-5
+    worst = 0.0
     for wavs in (wavs_of(EVEN), wavs_of(EVEN, batch=3, seed=1), wavs_of(3 * EVEN, seed=2)):
         with torch.no_grad():
             expected = wespeaker_embed(model, wavs)
         got = ours.encode_batch(wavs)[:, 0]
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
-    # Another model's output is far: the comparison can fail.
-    other = load_model(imported).encode_batch(wavs_of(EVEN, seed=5))[:, 0]
-    assert (other - wespeaker_embed(model, wavs_of(EVEN))).abs().max() > 100 * ATOL
+        worst = max(worst, float((got - expected).abs().max()))
+    print(f"WeSpeaker import: max |ours - WeSpeaker| = {worst:.3g}")
+    # The same comparison fails for the model with one layer's q and k weights swapped.
+    perturbed = load_model(imported)
+    attention = perturbed.mods.embedding_model.backbone.model.encoder.layers[1].self_attn
+    with torch.no_grad():
+        query = attention.linear_q.weight.clone()
+        attention.linear_q.weight.copy_(attention.linear_k.weight)
+        attention.linear_k.weight.copy_(query)
+        expected = wespeaker_embed(model, wavs_of(EVEN))
+    with pytest.raises(AssertionError, match="not close"):
+        torch.testing.assert_close(
+            perturbed.encode_batch(wavs_of(EVEN))[:, 0], expected, atol=ATOL, rtol=0
+        )
     # SpeechBrain's stock class reads the folder, and the card is there.
     stock = EncoderClassifier.from_hparams(source=str(imported))
     torch.testing.assert_close(
@@ -179,21 +207,53 @@ def test_lora_and_merged_checkpoints_import_alike(peer, encoder_folder, tmp_path
     assert (c[key] - a[key]).abs().max() > 1e-3
 
 
-def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
+def test_round_trip_through_wespeaker_is_exact(reference, tmp_path, monkeypatch):
     _, _, imported = reference
     ours = load_model(imported)
-    exported = export_wespeaker(imported, tmp_path / "wespeaker")
-    # WeSpeaker's loader runs it and gives our embeddings.
-    theirs = load_wespeaker_folder(str(exported))
+    written = export_wespeaker(imported, tmp_path / "written" / "wespeaker")
+    # Relocatable: nothing in it names where it was written.
+    assert str(tmp_path) not in (written / "config.yaml").read_text()
+    exported = pathlib.Path(shutil.move(written, tmp_path / "moved"))
+    config = yaml.safe_load((exported / "config.yaml").read_text())
+    assert config["dataset_args"]["w2vbert_args"]["model_name"] == "w2vbert"
+    # WeSpeaker's frontend first loads the encoder folder, then avg_model.pt replaces its
+    # weights (a full-size export names the hub's encoder instead). Draw the folder's
+    # weights anew: only the tensors of avg_model.pt can then give our embeddings.
+    first = torch.load(imported / "embedding_model.ckpt")
+    prefix = "backbone.model."
+    encoder = {k[len(prefix) :]: v for k, v in first.items() if k.startswith(prefix)}
+    in_folder = Wav2Vec2BertModel.from_pretrained(exported / "w2vbert")
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for tensor in in_folder.state_dict().values():
+            tensor.add_(torch.randn(tensor.shape, generator=generator))
+    in_folder.save_pretrained(exported / "w2vbert")
+    redrawn = Wav2Vec2BertModel.from_pretrained(exported / "w2vbert").state_dict()
+    assert encoder.keys() <= redrawn.keys()
+    assert not [k for k in encoder if torch.equal(redrawn[k], encoder[k])]
+    # WeSpeaker's loader, from inside the moved folder as its card says, runs it and
+    # gives our embeddings.
+    with monkeypatch.context() as inside:
+        inside.chdir(exported)
+        theirs = load_wespeaker_folder(".")
+    # Every tensor of avg_model.pt lands in WeSpeaker's model (its loader loads with
+    # strict=False and would silently keep the folder's or the hub's encoder).
+    missing, unexpected, mismatched = checkpoint_key_mismatch(theirs, exported / "avg_model.pt")
+    assert not (missing or unexpected or mismatched), (
+        f"strict load of avg_model.pt into WeSpeaker's model: {len(unexpected)} unexpected "
+        f"tensors (e.g. {unexpected[:2]}), {len(missing)} missing (e.g. {missing[:2]}), "
+        f"{len(mismatched)} of another shape (e.g. {mismatched[:2]})"
+    )
     wavs = wavs_of(EVEN, batch=2, seed=3)
     with torch.no_grad():
-        torch.testing.assert_close(
-            wespeaker_embed(theirs, wavs), ours.encode_batch(wavs)[:, 0], atol=ATOL, rtol=0
-        )
+        got = wespeaker_embed(theirs, wavs)
+    expected = ours.encode_batch(wavs)[:, 0]
+    print(f"round trip: max |WeSpeaker - ours| = {float((got - expected).abs().max()):.3g}")
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
     card = (exported / "README.md").read_text()  # the source's card, WeSpeaker's usage
     assert "Apache-2.0" in card and "wespeaker.load_model" in card and "from_hparams" not in card
+    assert ENCODER_FOLDER_NOTE in card
     again = import_checkpoint(exported, "wespeaker", tmp_path / "again")
-    first = torch.load(imported / "embedding_model.ckpt")
     second = torch.load(again / "embedding_model.ckpt")
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -203,6 +263,41 @@ def test_round_trip_through_wespeaker_is_exact(reference, tmp_path):
         return [line for line in text.splitlines() if not line.startswith("#")]
 
     assert settings(imported) == settings(again)
+
+
+# The architecture settings of facebook/w2v-bert-2.0's published config.json.
+PUBLISHED = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "feature_projection_input_dim": 160,
+    "conv_depthwise_kernel_size": 31,
+    "position_embeddings_type": "relative_key",
+    "left_max_position_embeddings": 64,
+    "right_max_position_embeddings": 8,
+    "hidden_act": "swish",
+    "layer_norm_eps": 1e-05,
+    "add_adapter": False,
+}
+
+
+def test_published_architecture_is_written_as_the_hub_id(reference, tmp_path, monkeypatch):
+    """As WeSpeaker's own published config: the hub id, no encoder folder (a model of
+    that size is not built here: the tiny encoder stands in for it)."""
+    assert wespeaker_export.is_published_architecture(Wav2Vec2BertConfig(**PUBLISHED))
+    assert wespeaker_export.is_published_architecture(Wav2Vec2BertConfig())
+    for change in ({"num_hidden_layers": 12}, {"hidden_size": 768}, {"hidden_act": "gelu"}):
+        assert not wespeaker_export.is_published_architecture(
+            Wav2Vec2BertConfig(**{**PUBLISHED, **change})
+        )
+    _, _, imported = reference
+    monkeypatch.setattr(wespeaker_export, "is_published_architecture", lambda config: True)
+    out = export_wespeaker(imported, tmp_path / "ws")
+    settings = yaml.safe_load((out / "config.yaml").read_text())
+    assert settings["dataset_args"]["w2vbert_args"]["model_name"] == "facebook/w2v-bert-2.0"
+    assert not (out / "w2vbert").exists()
+    assert ENCODER_FOLDER_NOTE not in (out / "README.md").read_text()
 
 
 def paper_checkpoint(model, path, classifier=True):
@@ -275,6 +370,7 @@ def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
     )
     torch.manual_seed(4)
     encoder = PrunedWav2Vec2BertModel(config).eval()
+    randomise_attention_scores(encoder, seed=4)
     del encoder.masked_spec_embed
     wespeaker_like = torch.nn.Module()
     wespeaker_like.add_module("frontend", torch.nn.Module())
