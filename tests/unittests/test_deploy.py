@@ -15,12 +15,13 @@ from speechbrain_w2vbert_sv.inference import W2VBertSpeakerRecognition, export_m
 from speechbrain_w2vbert_sv.inference.onnx_frontend import GraphFbank
 from speechbrain_w2vbert_sv.inference.quantization import export_int8, quantize_dynamic_int8
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from tests.conftest import require_module
 from tests.tiny_models import randomise_attention_scores
 from tests.unittests.test_frontend import HARD_CLIPS
 from tests.unittests.test_inference import make_training_run
 
-onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
-pytest.importorskip("onnxscript", reason="onnxscript not installed (the ONNX exporter needs it)")
+onnxruntime = require_module("onnxruntime", "onnxruntime not installed")
+require_module("onnxscript", "onnxscript not installed (the ONNX exporter needs it)")
 
 from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel  # noqa: E402
 

@@ -1,6 +1,5 @@
 """ONNX export of a tiny embedding model: parity with PyTorch under onnxruntime."""
 
-import pytest
 import torch
 
 from speechbrain_w2vbert_sv.inference.extraction import embed_files
@@ -9,12 +8,11 @@ from speechbrain_w2vbert_sv.lobes.attention import (
     enable_memory_efficient_attention,
 )
 from speechbrain_w2vbert_sv.lobes.w2vbert_frontend import W2VBertFbank
+from tests.conftest import require_module
 from tests.tiny_models import randomise_attention_scores, small_w2vbert_model
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
-pytest.importorskip(
-    "onnxscript", reason="onnxscript not installed (torch's ONNX exporter needs it)"
-)
+require_module("onnxruntime", "onnxruntime not installed (pip install onnxruntime)")
+require_module("onnxscript", "onnxscript not installed (torch's ONNX exporter needs it)")
 
 from speechbrain_w2vbert_sv.inference.onnx import ONNXEmbeddingModel, export_onnx  # noqa: E402
 
