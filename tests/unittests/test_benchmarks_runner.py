@@ -6,6 +6,7 @@ import json
 import pathlib
 import re
 import sys
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -67,50 +68,117 @@ def test_run_all_records_figures_command_and_environment(tmp_path, monkeypatch):
     assert "python benchmarks/fake.py --short" in text and "no data" in text
 
 
-# A measured figure: a number with decimals, or an integer of three or more digits
-# (bounds such as 1e-4 and settings such as "80 % target" are not figures).
-FIGURE = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+\.\d+(?:e[-+]?\d+)?|\d{3,})(?![\w])")
+# A README row that quotes a benchmark ends with a marker naming the benchmark and, in
+# order, the key of the benchmark's last line (``name=value`` pairs) behind each figure
+# of the row: ``(R frontend: ours_ms, speedup)``. The row's first cell names what is
+# measured and its settings (clip length, batch, threads, bounds); every number in the
+# other cells is a figure and must be linked to a key.
+MARKER = re.compile(r"\(R (\w+): ([\w, ]+)\)")
+# Every number of a cell: integers of any size, decimals, thousands separators, powers
+# of ten, ratios written as 8.91x. A digit glued to a letter (fp32, w2v-BERT) is a name.
+NUMBER = re.compile(r"(?<![\w.])\d[\d,.]*(?:e[-+]?\d+)?")
+# An inline `name=value name=value` quotation of a last line, in the READMEs' prose.
+PAIRS_SPAN = re.compile(r"`(\w+=[-+]?\d[^\s`]*(?:\s+\w+=[-+]?\d[^\s`]*)*)`")
+READMES = [REPO_ROOT / "README.md", REPO_ROOT / "recipes" / "VoxCeleb" / "README.md"]
 
 
-LOAD = re.compile(r"load(?:_\w+=| average:? )[\d.]+")
+def last_line_figures():
+    """benchmark -> the ``name=value`` pairs of the last line of its recorded output."""
+    records = json.loads((BENCHMARKS / "results.json").read_text())["benchmarks"]
+    pairs = load_run_all().last_line_pairs
+    return {name: pairs(record["stdout"]) for name, record in records.items()}
 
 
-def _matches(figure, printed):
-    """Whether ``figure`` (as the README writes it) is one of ``printed``, rounded alike."""
-    value = float(figure.replace(",", ""))
-    decimals = len(figure.split(".")[1].split("e")[0]) if "." in figure else 0
-    for number in printed:
-        if "e" in figure:
-            if number and abs(number - value) <= 0.005 * abs(number):
-                return True
-        elif round(number, decimals) == value:
-            return True
-    return False
+def _as_printed(figure, value):
+    """Whether ``value`` (a key's value) rounds to ``figure`` at the README's precision."""
+    figure = Decimal(figure.replace(",", ""))
+    try:
+        value = Decimal(value)
+    except InvalidOperation:
+        return False
+    quantum = Decimal((0, (1,), figure.as_tuple().exponent))
+    return value.quantize(quantum, rounding=ROUND_HALF_UP) == figure
+
+
+def marked_row_errors(text, figures):
+    """What is wrong with the marked table rows of ``text``: a figure that is not its
+    key's value, a number linked to no key, a key linked to no number, an unknown key."""
+    errors, rows = [], 0
+    for row in text.splitlines():
+        if not row.startswith("|") or "(R" not in row:
+            continue
+        markers = MARKER.findall(row)
+        if len(markers) != 1:
+            errors.append(f"row without one (R benchmark: keys) marker: {row[:70]!r}")
+            continue
+        rows += 1
+        name, keys = markers[0]
+        keys = [key for key in re.split(r"[,\s]+", keys) if key]
+        cells = MARKER.sub("", row).strip().strip("|").split("|")[1:]
+        numbers = [n.rstrip(".,") for cell in cells for n in NUMBER.findall(cell)]
+        if name not in figures:
+            errors.append(f"{name} has no record in results.json: {row[:70]!r}")
+            continue
+        if len(numbers) != len(keys):
+            errors.append(
+                f"{len(numbers)} figures {numbers} but {len(keys)} keys {keys}: {row[:70]!r}"
+            )
+            continue
+        for number, key in zip(numbers, keys):
+            if key not in figures[name]:
+                errors.append(f"{name} prints no {key}: {row[:70]!r}")
+            elif not _as_printed(number, figures[name][key]):
+                errors.append(f"{number} is not {name}'s {key}={figures[name][key]}")
+    return errors, rows
+
+
+def quoted_pairs_errors(text, figures):
+    """Inline `name=value` quotations in prose: each must be one benchmark's last line."""
+    errors = []
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    for span in PAIRS_SPAN.findall(text):
+        pairs = dict(pair.split("=", 1) for pair in span.split())
+        holders = [name for name, found in figures.items() if set(pairs) <= set(found)]
+        if not any(
+            all(_as_printed(v, figures[name][k]) for k, v in pairs.items()) for name in holders
+        ):
+            errors.append(f"`{span}` is no benchmark's last line (holders: {holders})")
+    return errors
 
 
 def test_readme_figures_are_those_of_results():
-    """Every figure of a README row marked (R) is printed by the benchmark that row names
-    (or, for a row that names none, by one of them) in benchmarks/results.json: after a
+    """Every figure of a README row marked (R ...) is the value of the key the marker
+    links it to, in the last line of that benchmark's output in benchmarks/results.json,
+    rounded as the README prints it; no number of a marked row is left unlinked. After a
     regeneration the README must follow, and no figure can be typed by hand."""
-    records = json.loads((BENCHMARKS / "results.json").read_text())["benchmarks"]
-    printed = {
-        name: [
-            float(n.replace(",", ""))
-            # load averages are no figures of the benchmark
-            for n in re.findall(
-                r"-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?", LOAD.sub("", record["stdout"])
-            )
-        ]
-        for name, record in records.items()
-    }
-    rows = [
-        line
-        for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-        if line.startswith("|") and "(R)" in line
-    ]
-    assert len(rows) >= 10
-    for row in rows:
-        named = [name for name in records if f"`{name}.py`" in row]
-        pool = [n for name in (named or records) for n in printed[name]]
-        for figure in FIGURE.findall(row):
-            assert _matches(figure, pool), f"{figure} of README row {row[:50]!r}"
+    figures = last_line_figures()
+    errors, rows = marked_row_errors((REPO_ROOT / "README.md").read_text("utf-8"), figures)
+    assert not errors, "\n".join(errors)
+    # the correctness table, the speed table and the deployment table
+    assert rows >= 24
+    for readme in READMES:
+        errors = quoted_pairs_errors(readme.read_text("utf-8"), figures)
+        assert not errors, f"{readme}: " + "\n".join(errors)
+
+
+def test_readme_check_catches_a_wrong_or_unlinked_figure():
+    figures = last_line_figures()
+    readme = (REPO_ROOT / "README.md").read_text("utf-8")
+    speedup = figures["frontend"]["speedup"]
+    wrong = str(Decimal(speedup) + 1)  # 8.91x becomes 9.91x
+    assert f"{speedup}x" in readme
+    errors, _ = marked_row_errors(readme.replace(f"{speedup}x", f"{wrong}x", 1), figures)
+    assert errors and "speedup" in errors[0]
+    # a figure added to a marked row without a key
+    row = next(
+        line for line in readme.splitlines() if line.startswith("|") and "(R frontend:" in line
+    )
+    unlinked = row.replace("(R frontend:", "2.2x faster at 60 s (R frontend:")
+    errors, _ = marked_row_errors(readme.replace(row, unlinked), figures)
+    assert errors and "keys" in errors[0]
+    # a figure that rounds elsewhere, and a quotation of a key no benchmark prints
+    assert not _as_printed("8.19", "8.91") and _as_printed("8.9", "8.91")
+    assert _as_printed("1,687", "1687") and _as_printed("6.44e-6", "6.44e-06")
+    assert _as_printed("4.09", "4.085") and not _as_printed("84", "84.6")
+    assert quoted_pairs_errors("`speedup=8.19`", figures)
+    assert quoted_pairs_errors("`no_such_key=1`", figures)
