@@ -30,7 +30,6 @@ SpeechBrain's), the seconds per epoch, the EERs (%) and the load average before 
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import re
@@ -49,11 +48,13 @@ from tests.integration.test_speechbrain_recipes import (  # noqa: E402
     SMALL_W2VBERT_MFA,
     TRIALS,
     YAMLS,
+    cli,
     overrides,
     prepare_training,
     recipe_folder,
     rows,
     run_script,
+    score,
     script_env,
     speaker_of,
     train,
@@ -144,27 +145,8 @@ def our_run(asc, run):
 
 def eer(run, asc, out):
     """EER (%) of a run on the held-out speakers, exported and scored by our CLI."""
-    cli = ["-m", "speechbrain_w2vbert_sv.cli"]
-    _run([*cli, "export", "--run", run, "--output", out / "model"], REPO_ROOT)
-    _run(
-        [
-            *cli,
-            "score",
-            "--model",
-            out / "model",
-            "--trials",
-            asc / TRIALS,
-            "--data_folder",
-            asc,
-            "--output_folder",
-            out / "scores",
-            "--no_plots",
-            "--no_progress",
-        ],
-        REPO_ROOT,
-    )
-    results = json.loads((out / "scores" / "results.json").read_text())
-    return 100 * results["systems"]["cosine"]["eer"]
+    cli("export", "--run", run, "--output", out / "model", env=_env())
+    return 100 * score(out / "model", asc, out / "scores", env=_env())["cosine"]["eer"]
 
 
 def _median(values):

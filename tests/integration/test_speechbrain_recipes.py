@@ -209,9 +209,30 @@ def train(recipe, yaml, asc, run, num_speakers, *args, batch_size=8, env=None):
     )
 
 
-def cli(*args):
+def cli(*args, env=None):
     """``w2vbert-sv`` in a subprocess; returns its stdout."""
-    return run_script(REPO_ROOT, "-m", "speechbrain_w2vbert_sv.cli", *args)
+    return run_script(REPO_ROOT, "-m", "speechbrain_w2vbert_sv.cli", *args, env=env)
+
+
+def score(model, asc, output_folder, *args, env=None):
+    """``w2vbert-sv score`` on the held-out speakers' list; its systems' results
+    (``results.json``: system -> {"eer", ...})."""
+    cli(
+        "score",
+        "--model",
+        model,
+        "--trials",
+        asc / TRIALS,
+        "--data_folder",
+        asc,
+        "--output_folder",
+        output_folder,
+        "--no_plots",
+        "--no_progress",
+        *args,
+        env=env,
+    )
+    return json.loads((output_folder / "results.json").read_text())["systems"]
 
 
 @pytest.fixture(scope="module")
@@ -273,43 +294,14 @@ def test_speechbrain_run_exports_and_scores_the_same(w2vbert_run, tmp_path):
     asc = w2vbert_run["asc"]
     exported = tmp_path / "exported"
     cli("export", "--run", w2vbert_run["run"], "--output", exported)
-    out = cli(
-        "score",
-        "--model",
-        exported,
-        "--trials",
-        asc / TRIALS,
-        "--data_folder",
-        asc,
-        "--output_folder",
-        tmp_path / "scores",
-        "--no_plots",
-        "--no_progress",
-    )
-    results = json.loads((tmp_path / "scores" / "results.json").read_text())
-    ours = 100 * results["systems"]["cosine"]["eer"]
-    assert abs(ours - w2vbert_run["eer"]) <= 0.1, (ours, w2vbert_run["eer"], out)
+    ours = 100 * score(exported, asc, tmp_path / "scores")["cosine"]["eer"]
+    assert abs(ours - w2vbert_run["eer"]) <= 0.1, (ours, w2vbert_run["eer"])
     # Adaptive s-norm with a cohort of training speakers' files, as on our own runs.
     cohort = tmp_path / "cohort.txt"
     with open(asc / "train.csv", encoding="utf-8") as f:
         files = [line.split(",")[0] for line in f.read().splitlines()[1::40]]
     cohort.write_text("\n".join(files) + "\n", encoding="utf-8")
-    cli(
-        "score",
-        "--model",
-        exported,
-        "--trials",
-        asc / TRIALS,
-        "--data_folder",
-        asc,
-        "--output_folder",
-        tmp_path / "snorm",
-        "--cohort_list",
-        cohort,
-        "--no_plots",
-        "--no_progress",
-    )
-    systems = json.loads((tmp_path / "snorm" / "results.json").read_text())["systems"]
+    systems = score(exported, asc, tmp_path / "snorm", "--cohort_list", cohort)
     assert len(systems) == 2 and all(0 < s["eer"] < 0.5 for s in systems.values()), systems
     cli("export", "--format", "wespeaker", "--model", exported, "--output", tmp_path / "wespeaker")
     assert (tmp_path / "wespeaker" / "avg_model.pt").is_file()
