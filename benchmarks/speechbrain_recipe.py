@@ -52,13 +52,10 @@ from tests.integration.test_speechbrain_recipes import (  # noqa: E402
     overrides,
     prepare_training,
     recipe_folder,
-    rows,
     run_script,
     score,
     script_env,
-    speaker_of,
     train,
-    write_csv,
 )
 
 QUICKSTART = REPO_ROOT / "recipes" / "VoxCeleb" / "hparams" / "quickstart.yaml"
@@ -100,12 +97,8 @@ def speechbrain_yaml(folder):
 
 
 def speechbrain_run(recipe, yaml, asc, run):
-    num_speakers = prepare_training(asc, run / "save")
-    # Every training utterance, as the other system trains on (dev.csv, a subset,
-    # only measures the classification error).
-    with open(asc / "train.csv", encoding="utf-8") as f:
-        files = [line.split(",")[0] for line in f.read().splitlines()[1:]]
-    write_csv(run / "save" / "train.csv", rows(asc, files, speaker_of))
+    # Every training utterance, as the other system trains on.
+    num_speakers = prepare_training(asc, run / "save", train_on_dev=True)
     train(
         recipe,
         yaml,

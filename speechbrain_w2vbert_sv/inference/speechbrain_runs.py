@@ -337,18 +337,22 @@ def speechbrain_run_state(tree, checkpoint, model):
     frontend = model.frontend
     for key, value in frontend.state_dict().items():
         state.setdefault(f"frontend.{key}", value)
-    if node_class(tree["mean_var_norm"]) == SB_NORMALIZATION:
-        if _arguments(tree["mean_var_norm"], SB_NORMALIZATION)["norm_type"] == "global":
-            stats = _normalizer_file(tree, checkpoint)
-            frontend.load_normalizer(load_checkpoint_file(stats))
-            state.update({f"frontend.{k}": v for k, v in frontend.state_dict().items()})
+    stats = _global_statistics_file(tree, checkpoint)
+    if stats is not None:
+        frontend.load_normalizer(load_checkpoint_file(stats))
+        state.update({f"frontend.{k}": v for k, v in frontend.state_dict().items()})
     return state
 
 
-def _normalizer_file(tree, checkpoint):
-    """The checkpoint file of the ``mean_var_norm`` object (its recoverable name)."""
-    recoverables = (tree.get("checkpointer") or {}).get("recoverables") or {}
+def _global_statistics_file(tree, checkpoint):
+    """The checkpoint file of a global ``InputNormalization`` in ``mean_var_norm`` (its
+    recoverable's name), None for any other normalisation."""
     target = tree["mean_var_norm"]
+    if node_class(target) != SB_NORMALIZATION:
+        return None
+    if _arguments(target, SB_NORMALIZATION)["norm_type"] != "global":
+        return None
+    recoverables = (tree.get("checkpointer") or {}).get("recoverables") or {}
     for name, node in recoverables.items():
         if node is target:
             path = checkpoint / f"{name}.ckpt"
@@ -383,9 +387,9 @@ def speechbrain_pipeline(tree, checkpoint):
     model = slots["embedding_model"]
     model.load_state_dict(load_checkpoint_file(checkpoint / "embedding_model.ckpt"))
     normalization = slots["mean_var_norm"]
-    if node_class(tree["mean_var_norm"]) == SB_NORMALIZATION:
-        if _arguments(tree["mean_var_norm"], SB_NORMALIZATION)["norm_type"] == "global":
-            normalization._load(str(_normalizer_file(tree, checkpoint)))
+    stats = _global_statistics_file(tree, checkpoint)
+    if stats is not None:
+        normalization._load(str(stats))
     for module in slots.values():
         module.eval()
 

@@ -57,6 +57,8 @@ SMALL_W2VBERT_MFA = {
     "attention_channels": 64,
     "embedding_size": 128,
 }
+# The same model in the verification yaml (which has no freeze_backbone).
+SMALL_W2VBERT_INFERENCE = {k: v for k, v in SMALL_W2VBERT_MFA.items() if k != "freeze_backbone"}
 EER_LOG = re.compile(r"EER\(%\)=([0-9.]+)")
 # Mean + 3 spreads of the three seeds of test_w2vbert_mfa_learns_in_speechbrain_recipe.
 BOUND_EER = 30.2
@@ -122,13 +124,16 @@ def speaker_of(path):
     return re.search(r"(\d{8})_NO_", path).group(1)
 
 
-def prepare_training(asc, save_folder, dev_per_speaker=8, shuffle_labels=False, per_speaker=None):
+def prepare_training(
+    asc, save_folder, dev_per_speaker=8, shuffle_labels=False, per_speaker=None, train_on_dev=False
+):
     """``train.csv``/``dev.csv`` (training speakers, a few utterances each held out
     for the classification error), ``noise.csv`` (the corpus's real noise) and
     ``rir.csv`` (one generated impulse response) in ``save_folder``. With
     ``shuffle_labels`` every training utterance gets a fixed random speaker label:
     the control of a model that cannot learn speakers. ``per_speaker``: at most this
-    many training utterances per speaker (all by default)."""
+    many training utterances per speaker (all by default). ``train_on_dev``: the
+    held-out utterances are trained on too (dev.csv then only measures the fit)."""
     save_folder.mkdir(parents=True, exist_ok=True)
     with open(asc / "train.csv", encoding="utf-8") as f:
         files = [row["file"] for row in csv.DictReader(f)]
@@ -141,9 +146,13 @@ def prepare_training(asc, save_folder, dev_per_speaker=8, shuffle_labels=False, 
         paths = sorted(by_speaker[speaker])
         held = set(rng.choice(len(paths), dev_per_speaker, replace=False).tolist())
         for i, path in enumerate(paths):
-            (dev if i in held else train).append(path)
+            if i in held:
+                dev.append(path)
+            if train_on_dev or i not in held:
+                train.append(path)
         if per_speaker is not None:
-            del train[len(train) - len(paths) + dev_per_speaker + per_speaker :]
+            first = len(train) - len(paths) + (0 if train_on_dev else dev_per_speaker)
+            del train[first + per_speaker :]
     labels = {path: speaker_of(path) for path in train}
     if shuffle_labels:
         shuffled = rng.permutation(list(labels.values())).tolist()
@@ -257,7 +266,6 @@ def w2vbert_run(shared_data, speechbrain_recipes, tmp_path_factory):
     )
     verify = root / "verify"
     prepare_verification(asc, verify / "save")
-    inference_sizes = {k: v for k, v in SMALL_W2VBERT_MFA.items() if k != "freeze_backbone"}
     log = run_script(
         recipe,
         "speaker_verification_cosine.py",
@@ -267,7 +275,7 @@ def w2vbert_run(shared_data, speechbrain_recipes, tmp_path_factory):
         "--skip_prep=True",
         f"--verification_file={asc / TRIALS}",
         f"--pretrain_path={checkpoint_of(run)}",
-        *overrides(inference_sizes),
+        *overrides(SMALL_W2VBERT_INFERENCE),
     )
     (eer,) = EER_LOG.findall(log)
     return {"root": root, "recipe": recipe, "run": run, "eer": float(eer), "asc": asc}
@@ -319,7 +327,6 @@ def test_speechbrain_extraction_script_runs_and_matches_ours(w2vbert_run, tmp_pa
     files = sorted((asc / "dataset" / "five").glob("*.flac"))[:4]
     scp = tmp_path / "wav.scp"
     scp.write_text("".join(f"{p.stem} {p}\n" for p in files), encoding="utf-8")
-    inference_sizes = {k: v for k, v in SMALL_W2VBERT_MFA.items() if k != "freeze_backbone"}
     run_script(
         w2vbert_run["recipe"],
         "extract_speaker_embeddings.py",
@@ -328,7 +335,7 @@ def test_speechbrain_extraction_script_runs_and_matches_ours(w2vbert_run, tmp_pa
         YAMLS / "verification_w2vbert_mfa.yaml",
         f"--verification_file={asc / TRIALS}",
         f"--pretrain_path={checkpoint_of(w2vbert_run['run'])}",
-        *overrides(inference_sizes),
+        *overrides(SMALL_W2VBERT_INFERENCE),
     )
     exported = tmp_path / "exported"
     cli("export", "--run", w2vbert_run["run"], "--output", exported)
