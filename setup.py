@@ -39,6 +39,11 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],
+        # Diarization: Silero VAD (its wheel ships the model), clustering (scikit-learn, as
+        # SpeechBrain's diarization module), DER/JER as the literature reports them.
+        "diarization": ["silero-vad", "scikit-learn", "pyannote.metrics"],
+        # WebDataset tar shards for training data, as SpeechBrain's large-scale recipes read.
+        "shards": ["webdataset"],
         # The linter and formatter CI runs (ruff.toml); pre-commit runs them on commit.
         "lint": ["ruff==0.17.6", "pre-commit"],
     },
