@@ -17,7 +17,19 @@ setup(
     package_dir={"speechbrain_w2vbert_sv.hparams": "hparams"},
     package_data={"speechbrain_w2vbert_sv.hparams": ["*.yaml", "speechbrain_recipes/*.yaml"]},
     python_requires=">=3.9",
-    # torchaudio 2.11 is built against torch 2.14.1; speechbrain imports it at import time.
+    # Ranges that were tested; constraints.txt holds the exact known-good set (CI and the
+    # README install with it). The floors of torch, torchaudio and speechbrain: a fresh
+    # venv with torch 2.12.1 (PyPI's CUDA 13 build), torchaudio 2.11.0, speechbrain 1.1.0
+    # (transformers 5.25.0, peft 0.21.2) passes test_frontend, test_audio, test_inference,
+    # test_legacy_exports, test_speechbrain_pretrained, test_backbone_head, test_losses
+    # and test_brain; speechbrain 1.0.3 cannot be imported with torchaudio 2.11 (it calls
+    # torchaudio.list_audio_backends, which 2.11 removed). torchaudio follows torch's build:
+    # 2.10 and older pin one torch release (torchaudio 2.10.0 requires torch==2.10.0), and
+    # the 2.11 wheels load only beside a torch of the same kind (PyPI's CUDA build fails
+    # to load beside torch 2.13.0+cpu: libc10_cuda.so), so install both from one index.
+    # Upper bounds: the next major release of each, where internals are used: HF's
+    # attention classes (lobes/attention.py), peft's LoRA layers, SpeechBrain's
+    # interfaces and checkpoints, torch's oneDNN ops (scoring, with a fallback).
     # The transformers and peft floors were found by swapping one older release in at a
     # time and running the tests that use them (test_pruning, test_backbone_head,
     # test_attention, test_legacy_exports, test_inference, test_stage_sizes and the
@@ -26,11 +38,11 @@ setup(
     # more (config dataclasses, no SDPA for w2v-BERT); peft 0.18.0 passes, 0.17.1 cannot
     # be imported with transformers 5.24 (HybridCache is gone).
     install_requires=[
-        "torch==2.14.1",
-        "torchaudio==2.11.0",
-        "speechbrain==1.1.2",
-        "transformers>=5.16",
-        "peft>=0.18",
+        "torch>=2.12.1,<3",
+        "torchaudio>=2.11,<3",
+        "speechbrain>=1.1,<2",
+        "transformers>=5.16,<6",
+        "peft>=0.18,<1",
         "hyperpyyaml>=1.2",
         "numpy",
         "soundfile",

@@ -23,25 +23,41 @@ onnxruntime (``ONNXEmbeddingModel``) over the same files: the largest embedding
 difference to PyTorch is printed (skipped without onnxruntime/onnxscript).
 How to measure on shared machines: ``../shared/BENCHMARKING.md``.
 
+Processes: the same files through ``distributed_extraction.extract_list`` (the path of
+``w2vbert-sv embed`` under torchrun: header checks, duration-balanced parts, merge into
+one ``.npz``) by one process with 2 threads, by 2 gloo processes with 1 thread each
+(started once, then given the runs), and by one process with 1 thread (one core),
+interleaved after a warm-up; process start and model loading are not timed.
+``per_core_efficiency`` is the 2-process rate over twice the one-core rate (1.0: the
+second core adds a whole core's worth).
+
 The last line holds ``name=value`` pairs: thread counts, CPU-time speed-ups,
 ``onnx_max_abs_diff``, seconds per method, wall-clock speed-ups of ``sorted`` over
-the others, padded/real sample ratios of the batchings, and the largest embedding
-difference between ``sorted`` and ``single``.
+the others, padded/real sample ratios of the batchings, the largest embedding
+difference between ``sorted`` and ``single``, files per second of one process (2
+threads), two processes and one core, ``speedup_2proc`` (2 processes over one with 2
+threads), ``per_core_efficiency``, and the largest difference of the 2-process
+embeddings to one process's.
 """
 
 import argparse
+import os
 import pathlib
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import types
 
+import numpy as np
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from speechbrain_w2vbert_sv.data.audio import audio_info, load_audio  # noqa: E402
+from speechbrain_w2vbert_sv.inference import distributed_extraction  # noqa: E402
 from speechbrain_w2vbert_sv.inference.extraction import embed_files, make_batches  # noqa: E402
 from speechbrain_w2vbert_sv.lobes.embedding_model import SpeakerEmbeddingModel  # noqa: E402
 from speechbrain_w2vbert_sv.lobes.heads import MFAHead  # noqa: E402
@@ -74,6 +90,116 @@ def onnx_parity(model, files):
     return float((exported - expected).abs().max())
 
 
+def build_model(layers):
+    """The benchmark's model: full-width w2v-BERT layers, random weights from seed 0."""
+    torch.manual_seed(0)
+    return SpeakerEmbeddingModel(
+        W2VBertFbank(),
+        W2VBertBackbone(config={"num_hidden_layers": layers}),
+        MFAHead(num_hidden_states=layers + 1),
+    ).eval()
+
+
+def _loaded(model):
+    """What ``extract_list`` uses of a loaded model."""
+    return types.SimpleNamespace(
+        mods=types.SimpleNamespace(embedding_model=model),
+        hparams=types.SimpleNamespace(sample_rate=16000),
+        precision="fp32",
+        device="cpu",
+    )
+
+
+def _extract(model, files, output, ranks, batch_seconds):
+    distributed_extraction.extract_list(
+        files,
+        files,
+        output,
+        "npz",
+        lambda: model,
+        ranks,
+        part_files=max(1, len(files) // 8),
+        progress=False,
+        batch_seconds=batch_seconds,
+    )
+
+
+def _rank_worker(rank, port, layers, files, batch_seconds, tasks, done):
+    """One of 2 ranks (gloo, 1 thread): extracts ``files`` into each output it is sent."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+    )
+    ranks = distributed_extraction.join_torchrun("cpu")
+    torch.set_num_threads(1)  # 2 x 1 threads on any machine
+    model = _loaded(build_model(layers))
+    for output in iter(tasks[rank].get, None):
+        _extract(model, files, output, ranks, batch_seconds)
+        done.put(rank)
+    torch.distributed.destroy_process_group()
+
+
+def process_scaling(model, files, args):
+    """Seconds per run (lists) of one process with 2 threads, 2 processes with 1 thread,
+    and one process with 1 thread, and the largest 2-process vs 1-process difference."""
+    context = torch.multiprocessing.get_context("spawn")
+    tasks, done = [context.Queue() for _ in range(2)], context.Queue()
+    with socket.socket() as probe:  # a free port for the ranks' group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workers = [
+        context.Process(
+            target=_rank_worker,
+            args=(rank, port, args.layers, files, args.batch_seconds, tasks, done),
+        )
+        for rank in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    model = _loaded(model)
+    with tempfile.TemporaryDirectory() as folder:
+        one_out, two_out = f"{folder}/one.npz", f"{folder}/two.npz"
+
+        def one_process(threads):
+            torch.set_num_threads(threads)
+            try:
+                _extract(model, files, one_out, distributed_extraction.Rank(), args.batch_seconds)
+            finally:
+                torch.set_num_threads(2)
+
+        def two_processes():
+            for queue in tasks:
+                queue.put(two_out)
+            for _ in tasks:
+                done.get(timeout=3600)
+
+        methods = {
+            "1proc": lambda: one_process(2),
+            "2proc": two_processes,
+            "1core": lambda: one_process(1),
+        }
+        times = {name: [] for name in methods}
+        try:
+            for repeat in range(args.repeats + 1):  # the first round warms up
+                for name, run in methods.items():
+                    start = time.perf_counter()
+                    run()
+                    if repeat:
+                        times[name].append(time.perf_counter() - start)
+        finally:
+            for queue in tasks:
+                queue.put(None)
+            for worker in workers:
+                worker.join()
+        with np.load(one_out) as one, np.load(two_out) as two:
+            difference = float(np.abs(one["embeddings"] - two["embeddings"]).max())
+    return times, difference
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -88,11 +214,7 @@ def main():
 
     recordings = sorted((pathlib.Path(args.data) / "fsdd" / "recordings").glob("*.flac"))
     files = [str(p) for p in recordings[:: max(1, len(recordings) // args.files)][: args.files]]
-    model = SpeakerEmbeddingModel(
-        W2VBertFbank(),
-        W2VBertBackbone(config={"num_hidden_layers": args.layers}),
-        MFAHead(num_hidden_states=args.layers + 1),
-    ).eval()
+    model = build_model(args.layers)
 
     def sorted_batches():
         return embed_files(model, files, batch_seconds=args.batch_seconds, progress=False)
@@ -121,6 +243,7 @@ def main():
             times[name].append(time.perf_counter() - start)
             cpu_times[name].append(time.process_time() - start_cpu)
     onnx_diff = onnx_parity(model, files)
+    scaling, scaling_diff = process_scaling(model, files, args)
 
     samples = [int(round(audio_info(f).duration * 16000)) for f in files]
     real = sum(samples)
@@ -149,6 +272,14 @@ def main():
     )
     if onnx_diff is not None:
         print(f"ONNX (onnxruntime, CPU) vs PyTorch, embed_files: max |diff| {onnx_diff:.2e}")
+    rate = {name: len(files) / statistics.median(values) for name, values in scaling.items()}
+    labels = {"1proc": "1 process x 2 threads", "2proc": "2 processes x 1 thread"}
+    for name, values in scaling.items():
+        print(
+            f"extract_list, {labels.get(name, '1 process x 1 thread')}: {rate[name]:.1f} files/s "
+            f"(median {statistics.median(values):.2f} s, min {min(values):.2f}, "
+            f"max {max(values):.2f})"
+        )
     print(
         f"threads={torch.get_num_threads()} reference_threads={torch.get_num_threads()} "
         f"cpu_speedup_vs_single={cpu['single'] / cpu['sorted']:.2f} "
@@ -158,7 +289,12 @@ def main():
         f"speedup_vs_single={med['single'] / med['sorted']:.2f} "
         f"speedup_vs_fixed={med['fixed'] / med['sorted']:.2f} "
         f"padding_sorted={sorted_padded / real:.3f} padding_fixed={fixed_padded / real:.3f} "
-        f"max_diff={max_diff:.2e}"
+        f"max_diff={max_diff:.2e} "
+        f"files_per_s_1proc={rate['1proc']:.2f} files_per_s_2proc={rate['2proc']:.2f} "
+        f"files_per_s_1core={rate['1core']:.2f} "
+        f"speedup_2proc={rate['2proc'] / rate['1proc']:.2f} "
+        f"per_core_efficiency={rate['2proc'] / (2 * rate['1core']):.2f} "
+        f"max_diff_2proc={scaling_diff:.2e}"
     )
 
 

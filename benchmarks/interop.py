@@ -26,7 +26,8 @@ Run from the repository root (about 3-6 GB, a few minutes)::
 
 The last line: ``max_abs_diff`` (largest embedding difference over both lengths),
 ``cosine_min`` (smallest cosine between ours and the reference), ``import_s``,
-``import_peak_rss_gb`` (GB = 1e9 bytes) and ``checkpoint_gb`` (the avg_model.pt size).
+``import_peak_rss_gb`` (GB = 1e9 bytes), ``checkpoint_gb`` (the avg_model.pt size) and
+``import_peak_rss_ratio`` (the peak over the checkpoint's size).
 """
 
 import argparse
@@ -171,10 +172,16 @@ def main():
                 f"{seconds} s: max_abs_diff={diff:.3g} cosine={cosine:.8f} "
                 f"reference_norm={float(reference.norm()):.3g}"
             )
+    ratio = measured["peak_rss"] / 1e9 / checkpoint_gb
+    print(
+        f"import: {measured['import_s']:.1f} s, peak RSS {measured['peak_rss'] / 1e9:.2f} GB "
+        f"for a {checkpoint_gb:.2f} GB checkpoint ({ratio:.2f}x its size)"
+    )
     print(
         f"max_abs_diff={max(diffs):.3g} cosine_min={min(cosines):.8f} "
         f"import_s={measured['import_s']:.1f} "
-        f"import_peak_rss_gb={measured['peak_rss'] / 1e9:.2f} checkpoint_gb={checkpoint_gb:.2f}"
+        f"import_peak_rss_gb={measured['peak_rss'] / 1e9:.2f} checkpoint_gb={checkpoint_gb:.2f} "
+        f"import_peak_rss_ratio={ratio:.2f}"
     )
 
 

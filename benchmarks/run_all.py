@@ -51,6 +51,10 @@ BENCHMARKS = {
     "interop": ([], []),
     "deploy": (["--repeats", "5"], ["--small"]),
     "speechbrain_recipe": ([], ["--repeats", "1"]),
+    "diarization": ([], ["--quick"]),
+    # After diarization: it reuses the teacher that diarization.py trains and caches.
+    "identification": ([], ["--quick"]),
+    "shards": ([], ["--crops", "16", "--repeats", "1", "--clips", "300"]),
 }
 
 

@@ -6,8 +6,12 @@ Layers, in the order data flows: ``data`` (corpora, augmentation, pipelines) ->
 ARCHITECTURE.md.
 """
 
-from speechbrain_w2vbert_sv import legacy_paths
-
 __version__ = "0.1.0"
 
-legacy_paths.install()
+
+def __getattr__(name):
+    """An old module path's name (``heads``, ``backbones``, ...), looked up by
+    HyperPyYAML in a folder an earlier version exported (see ``legacy_paths``)."""
+    from speechbrain_w2vbert_sv.legacy_paths import legacy_module
+
+    return legacy_module(name)

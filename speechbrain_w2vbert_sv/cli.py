@@ -3,7 +3,8 @@
 Commands:
 
 - ``embed``: embeddings of audio files (given, or listed in a text/CSV file) into a
-  ``.pt`` (``{"ids", "paths", "embeddings"}``) or ``.npz`` (``ids``, ``embeddings``).
+  ``.pt`` (``{"ids", "paths", "embeddings"}``) or ``.npz`` (``ids``, ``embeddings``), or an
+  embedding store folder (an ``--output`` without suffix or with a final ``/``).
 - ``verify``: score and decision for two audio files.
 - ``score``: a whole trial list: scores, EER/minDCF table, plots (optionally with
   mean subtraction, adaptive s-norm and QMF calibration).
@@ -13,9 +14,15 @@ Commands:
 - ``onnx``: a model to ONNX (fbank features in, or waveforms in with ``--waveform``;
   int8 with ``--int8``).
 - ``quantize``: an exported folder to an int8 folder (dynamic quantization).
+- ``diarize``: who spoke when: one RTTM per audio file (Silero VAD or given speech
+  regions, windows embedded, spectral or agglomerative clustering).
+- ``der``: diarization error rate and Jaccard error rate of RTTM files (pyannote.metrics).
+- ``enroll``: speakers into a speaker store (the mean of each one's normalised embeddings,
+  and the model's identity), or out of it.
+- ``identify``: the enrolled speaker of each file, or ``unknown`` below the threshold.
 
 ``--model`` takes an exported folder, a training output/checkpoint folder, or (for
-``embed``, ``verify`` and ``score``) an ONNX file.
+``embed``, ``verify``, ``score``, ``diarize``, ``enroll`` and ``identify``) an ONNX file.
 
 Example
 -------
@@ -115,31 +122,49 @@ def _batch_kwargs(args):
     }
 
 
-def embed(args):
-    """``embed``: writes the embeddings of files to a .pt or .npz file."""
-    from speechbrain_w2vbert_sv.data.csv_io import read_file_list
-    from speechbrain_w2vbert_sv.inference.verification import check_files
+def _embeddings_output_kind(output):
+    """``pt`` or ``npz`` (a file), or ``store``: a path ending in ``/`` or without a
+    suffix is an embedding store folder (``data/embedding_store.py``)."""
+    if output.endswith(("/", os.sep)) or not os.path.splitext(output)[1]:
+        return "store"
+    if output.endswith((".pt", ".npz")):
+        return output.rsplit(".", 1)[1]
+    raise ValueError(
+        f"--output must end in .pt or .npz, or name a folder (no suffix, or a final /) "
+        f"for an embedding store, got {output}"
+    )
 
-    if not args.output.endswith((".pt", ".npz")):
-        raise ValueError(f"--output must end in .pt or .npz, got {args.output}")
+
+def embed(args):
+    """``embed``: writes the embeddings of files to a .pt or .npz file or a store folder."""
+    from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+    from speechbrain_w2vbert_sv.inference import distributed_extraction as extraction
+
+    output_kind = _embeddings_output_kind(args.output)
     ids = []
     for item in args.inputs:
         is_list = item.endswith((".txt", ".csv", ".lst"))
         ids.extend(read_file_list(item) if is_list else [item])
     ids = list(dict.fromkeys(ids))
     paths = [os.path.join(args.data_folder or "", i) for i in ids]
-    durations = check_files(file_lists=[("inputs", paths)], num_workers=args.num_workers)
-    model = _load(args)
-    embeddings = model.encode_files(paths, durations=durations, **_batch_kwargs(args))
-    if args.output.endswith(".npz"):
-        import numpy as np
-
-        np.savez(args.output, ids=np.array(ids), embeddings=embeddings.numpy())
-    else:
-        import torch
-
-        torch.save({"ids": ids, "paths": paths, "embeddings": embeddings}, args.output)
-    print(f"{len(ids)} embeddings of size {embeddings.shape[1]} written to {args.output}")
+    # Under torchrun every rank embeds its share of the list (resumable parts).
+    ranks = extraction.join_torchrun(args.device)
+    args.device = ranks.device
+    batching = _batch_kwargs(args)
+    size = extraction.extract_list(
+        ids,
+        paths,
+        args.output,
+        output_kind,
+        lambda: _load(args),
+        ranks,
+        identity={"model": os.path.abspath(args.model), "precision": args.precision},
+        meta={"model": str(args.model), "data_folder": os.path.abspath(args.data_folder or ".")},
+        part_files=args.part_files,
+        **batching,
+    )
+    if ranks.rank == 0:
+        print(f"{len(ids)} embeddings of size {size} written to {args.output}")
 
 
 def verify(args):
@@ -162,11 +187,13 @@ def score(args):
     batching = _batch_kwargs(args)
     progress = batching.pop("progress")
     options = VerificationOptions(
+        enrollment_map=args.enrollment_map,
         mean_list=args.mean_list,
         cohort_list=args.cohort_list,
         cohort_per_speaker=args.cohort_per_speaker,
         cohort_top_n=args.cohort_top_n,
         calibration_trials=args.calibration_trials,
+        embeddings=args.embeddings,
         make_plots=not args.no_plots,
         memory_efficient_attention=not args.no_memory_efficient_attention,
         **batching,
@@ -267,6 +294,101 @@ def quantize(args):
     print(f"wrote {out}: int8 linear layers (loads like {args.model})")
 
 
+def diarize(args):
+    """``diarize``: writes ``<output_folder>/<file stem>.rttm`` for each audio file."""
+    from speechbrain_w2vbert_sv.applications.diarization import Diarizer, diarize_files
+    from speechbrain_w2vbert_sv.applications.vad import SileroVAD
+    from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+
+    paths = []
+    for item in args.inputs:
+        is_list = item.endswith((".txt", ".csv", ".lst"))
+        paths.extend(read_file_list(item) if is_list else [item])
+    paths = [os.path.join(args.data_folder or "", p) for p in dict.fromkeys(paths)]
+    # Options left out keep the defaults of SileroVAD and Diarizer (one place for them).
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    vad_names = {"vad_threshold": "threshold", "min_speech": "min_speech"}
+    vad_names.update(min_silence="min_silence", speech_pad="speech_pad")
+    vad = SileroVAD(**{vad_names[k]: given[k] for k in vad_names if k in given})
+    names = ("window", "step", "mode", "clustering", "num_speakers", "min_speakers")
+    names += ("max_speakers", "threshold", "batch_seconds")
+    diarizer = Diarizer(_load(args), vad=vad, **{k: given[k] for k in names if k in given})
+    results = diarize_files(diarizer, paths, args.output_folder, args.segments, args.overwrite)
+    for recording, segments in results.items():
+        if segments is None:
+            print(f"{recording}: kept the RTTM of an earlier run (--overwrite to redo it)")
+        else:
+            speakers = len({speaker for _, _, speaker in segments})
+            print(f"{recording}: {speakers} speaker(s), {len(segments)} segment(s)")
+    print(f"{len(results)} RTTM file(s) in {args.output_folder}")
+
+
+def der(args):
+    """``der``: DER and JER of hypothesis RTTMs, per recording and in total."""
+    from speechbrain_w2vbert_sv.applications.der import score_rttm
+
+    scores, total = score_rttm(
+        args.reference,
+        args.hypothesis,
+        collar=args.collar,
+        skip_overlap=args.skip_overlap,
+        uem=args.uem,
+    )
+    for recording_score in scores:
+        print(recording_score.line())
+    print(total.line())
+
+
+def _model_name(args):
+    return os.path.basename(os.path.normpath(args.model))
+
+
+def enroll(args):
+    """``enroll``: adds the files of a list to a speaker store and/or removes speakers."""
+    from speechbrain_w2vbert_sv.applications import identification
+    from speechbrain_w2vbert_sv.inference.verification import check_files
+
+    if not args.list and not args.remove:
+        raise ValueError("nothing to do: give --list and/or --remove")
+    speakers, paths = identification.read_enrollment_list(args.list) if args.list else ([], [])
+    batching = _batch_kwargs(args)
+    if paths:
+        batching["durations"] = check_files(
+            file_lists=[(args.list, paths)], num_workers=args.num_workers
+        )
+    store = identification.enroll(
+        _load(args), args.store, speakers, paths, args.remove, _model_name(args), **batching
+    )
+    print(
+        f"{args.store}: {len(store)} speakers ({len(set(speakers))} enrolled from "
+        f"{len(paths)} files, {len(args.remove)} removed)"
+    )
+
+
+def identify(args):
+    """``identify``: prints ``<file> <speaker or unknown> <score>`` per file (and with
+    ``--top_k`` K > 1, the K best ``speaker:score`` pairs after them)."""
+    from speechbrain_w2vbert_sv.applications import identification
+    from speechbrain_w2vbert_sv.data.csv_io import read_file_list
+    from speechbrain_w2vbert_sv.inference.verification import check_files
+
+    files = []
+    for item in args.inputs:
+        is_list = item.endswith((".txt", ".csv", ".lst"))
+        files.extend(read_file_list(item) if is_list else [item])
+    files = list(dict.fromkeys(files))
+    batching = _batch_kwargs(args)
+    batching["durations"] = check_files(
+        file_lists=[("inputs", files)], num_workers=args.num_workers
+    )
+    results = identification.identify(
+        _load(args), args.store, files, args.top_k, args.threshold, _model_name(args), **batching
+    )
+    for path, result in zip(files, results):
+        pairs = [f"{name}:{score:.4f}" for name, score in result.candidates]
+        print(" ".join([path, result.speaker, f"{result.score:.4f}"] + pairs * (args.top_k > 1)))
+
+
 def build_parser():
     """The argument parser of ``w2vbert-sv`` and its commands."""
     parser = argparse.ArgumentParser(
@@ -280,8 +402,20 @@ def build_parser():
         nargs="+",
         help="audio files, or lists of them (.txt one per line, .csv wav/file column)",
     )
-    p.add_argument("--output", required=True, help="embeddings file (.pt or .npz)")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="embeddings file (.pt or .npz), or a folder (no suffix, or a final /) for a "
+        "memory-mapped embedding store",
+    )
     p.add_argument("--data_folder", default=None, help="root of relative paths")
+    p.add_argument(
+        "--part_files",
+        type=int,
+        default=1000,
+        help="files per part: parts are written to <output>.parts as they are done, and a "
+        "rerun (any number of torchrun processes) keeps them",
+    )
     _add_model_options(p)
     _add_batch_options(p)
     p.set_defaults(func=embed)
@@ -302,6 +436,12 @@ def build_parser():
     p.add_argument("--trials", required=True, help="trial list: 'label enroll test' per line")
     p.add_argument("--data_folder", required=True, help="root of the trial list's paths")
     p.add_argument("--output_folder", required=True)
+    p.add_argument(
+        "--enrollment_map",
+        default=None,
+        help="'model utt1 utt2 ...' lines (CN-Celeb's enroll.map): enroll ids that are "
+        "models are the mean embedding of their utterances",
+    )
     p.add_argument("--mean_list", default=None, help="files whose mean embedding is subtracted")
     p.add_argument("--cohort_list", default=None, help="adaptive s-norm cohort files")
     p.add_argument(
@@ -312,6 +452,13 @@ def build_parser():
     p.add_argument("--cohort_top_n", type=int, default=300)
     p.add_argument(
         "--calibration_trials", default=None, help="trial list on which QMF calibration is fitted"
+    )
+    p.add_argument(
+        "--embeddings",
+        action="append",
+        default=None,
+        help="embeddings computed by `embed` (store folder, read memory-mapped, or .pt/.npz; "
+        "repeatable): the files they hold are not embedded again (cohort included)",
     )
     p.add_argument("--no_plots", action="store_true")
     _add_model_options(p)
@@ -414,6 +561,108 @@ def build_parser():
         help="keep the convolution modules' pointwise convolutions in float",
     )
     p.set_defaults(func=quantize)
+
+    p = commands.add_parser("diarize", help="who spoke when: one RTTM per audio file")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="audio files, or lists of them (.txt one per line, .csv wav/file column)",
+    )
+    p.add_argument("--output_folder", required=True, help="folder of the <file stem>.rttm files")
+    p.add_argument("--data_folder", default=None, help="root of relative paths")
+    p.add_argument(
+        "--segments",
+        default=None,
+        help="RTTM or UEM (file or folder) of the speech regions, recordings named by "
+        "file stem: replaces the VAD (oracle speech regions)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["shared", "windows"],
+        default=None,
+        help="shared (default): one encoder pass per speech region, each window pooled "
+        "from its frames; windows: every window through the whole model",
+    )
+    p.add_argument("--clustering", choices=["spectral", "agglomerative"], default=None)
+    p.add_argument("--num_speakers", type=int, default=None, help="known number of speakers")
+    p.add_argument("--min_speakers", type=int, default=None)
+    p.add_argument("--max_speakers", type=int, default=None)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine threshold: agglomerative merging, one speaker or several in "
+        "spectral clustering (default: the model's)",
+    )
+    p.add_argument("--window", type=float, default=None, help="window length in seconds")
+    p.add_argument("--step", type=float, default=None, help="hop between windows in seconds")
+    p.add_argument("--vad_threshold", type=float, default=None, help="Silero speech probability")
+    p.add_argument("--min_speech", type=float, default=None, help="shortest speech, seconds")
+    p.add_argument("--min_silence", type=float, default=None, help="pause that ends speech")
+    p.add_argument("--speech_pad", type=float, default=None, help="padding of speech regions")
+    p.add_argument(
+        "--batch_seconds", type=float, default=None, help="padded audio per batch, in seconds"
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo files whose RTTM exists")
+    _add_model_options(p)
+    p.set_defaults(func=diarize)
+
+    p = commands.add_parser("der", help="diarization error rate of RTTMs (pyannote.metrics)")
+    p.add_argument("--reference", required=True, help="reference RTTM file or folder of them")
+    p.add_argument("--hypothesis", required=True, help="hypothesis RTTM file or folder of them")
+    p.add_argument(
+        "--collar",
+        type=float,
+        default=0.25,
+        help="seconds left unscored on each side of reference boundaries (md-eval's -c)",
+    )
+    p.add_argument(
+        "--skip_overlap", action="store_true", help="leave overlapped reference speech unscored"
+    )
+    p.add_argument("--uem", default=None, help="UEM file (or folder) of the regions scored")
+    p.set_defaults(func=der)
+
+    p = commands.add_parser("enroll", help="add speakers to a speaker store, or remove them")
+    p.add_argument("--store", required=True, help="speaker store folder (created if absent)")
+    p.add_argument(
+        "--list",
+        default=None,
+        help="'<speaker> <audio path>' lines; relative paths are relative to the list's "
+        "folder; a speaker already enrolled gets the files added to its mean",
+    )
+    p.add_argument(
+        "--remove",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="speaker to remove, before the list is added (repeatable)",
+    )
+    _add_model_options(p)
+    _add_batch_options(p)
+    p.set_defaults(func=enroll)
+
+    p = commands.add_parser("identify", help="the enrolled speaker of each audio file")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="audio files, or lists of them (.txt one per line, .csv wav/file column)",
+    )
+    p.add_argument("--store", required=True, help="speaker store written by enroll")
+    p.add_argument(
+        "--top_k",
+        type=int,
+        default=1,
+        help="K > 1: the K best speaker:score pairs follow the answer on each line",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="lowest cosine score that names a speaker, else 'unknown' (default: the model's)",
+    )
+    _add_model_options(p)
+    _add_batch_options(p)
+    p.set_defaults(func=identify)
     return parser
 
 

@@ -1,5 +1,5 @@
 """Small helpers shared across the package: padding masks, parameter counts, reading
-checkpoint files."""
+checkpoint and YAML files."""
 
 import pathlib
 import pickle
@@ -7,6 +7,7 @@ import re
 import zipfile
 
 import torch
+import yaml
 
 
 def lengths_to_mask(lengths, max_len):
@@ -209,3 +210,54 @@ def load_checkpoint_file(path):
             f"{path}: not a readable PyTorch checkpoint, truncated or damaged ({reason}): "
             "copy, download or export it again"
         ) from None
+
+
+class _TagIgnoringLoader(yaml.SafeLoader):
+    """Reads HyperPyYAML (``!new:``, ``!apply:``, ``!ref``...) as plain YAML values."""
+
+
+def _untagged(loader, suffix, node):
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_TagIgnoringLoader.add_multi_constructor("!", _untagged)
+
+
+def read_yaml(path):
+    """A YAML or HyperPyYAML file as plain values (tags ignored, nothing built).
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: missing, not YAML, or not a mapping.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "hyperparams.yaml"
+    >>> _ = path.write_text("model: !new:torch.nn.Linear\\n    in_features: 2\\n")
+    >>> read_yaml(path)
+    {'model': {'in_features': 2}}
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagIgnoringLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a YAML file ({str(error).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    return tree

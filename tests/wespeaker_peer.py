@@ -1,9 +1,10 @@
 """WeSpeaker's own w2v-BERT speaker model, from the installed ``wespeaker-unofficial``
-package, as the reference of the import/export tests and of ``benchmarks/interop.py``.
+package, as the reference of the import/export tests and of ``benchmarks/interop.py``;
+its spectral clusterer, the reference of ``benchmarks/diarization.py``'s clustering.
 
 The package's ``__init__`` files import its command line and heavy dependencies; the
-modules used here import only torch, transformers, peft and pyyaml, so they are loaded
-without those files (see ../shared/PEERS.md).
+modules used here import only torch, transformers, peft, pyyaml, SciPy and scikit-learn,
+so they are loaded without those files (see ../shared/PEERS.md).
 """
 
 import importlib
@@ -14,7 +15,34 @@ import types
 
 import yaml
 
-_PACKAGES = ("wespeaker", "wespeaker.models", "wespeaker.frontend", "wespeaker.utils")
+_PACKAGES = (
+    "wespeaker",
+    "wespeaker.models",
+    "wespeaker.frontend",
+    "wespeaker.utils",
+    "wespeaker.diar",
+)
+# What wespeaker/diar/spectral_clusterer.py sets for itself at import.
+_CLUSTERER_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def _register_packages():
+    """The package folders as empty modules: their ``__init__`` files are not run."""
+    if "wespeaker" not in sys.modules:
+        spec = importlib.util.find_spec("wespeaker")
+        if spec is None or spec.origin is None:
+            raise ImportError("wespeaker-unofficial is not installed")
+        root = os.path.dirname(os.path.dirname(spec.origin))
+        for name in _PACKAGES:
+            package = types.ModuleType(name)
+            package.__path__ = [os.path.join(root, *name.split("."))]
+            sys.modules[name] = package
 
 
 def wespeaker_modules():
@@ -31,20 +59,45 @@ def wespeaker_modules():
     ImportError
         ``wespeaker-unofficial`` is not installed.
     """
-    if "wespeaker" not in sys.modules:
-        spec = importlib.util.find_spec("wespeaker")
-        if spec is None or spec.origin is None:
-            raise ImportError("wespeaker-unofficial is not installed")
-        root = os.path.dirname(os.path.dirname(spec.origin))
-        for name in _PACKAGES:
-            package = types.ModuleType(name)
-            package.__path__ = [os.path.join(root, *name.split("."))]
-            sys.modules[name] = package
+    _register_packages()
     return types.SimpleNamespace(
         mfa=importlib.import_module("wespeaker.models.w2vbert_adapter_mfa"),
         frontend=importlib.import_module("wespeaker.frontend.w2vbert"),
         checkpoint=importlib.import_module("wespeaker.utils.checkpoint"),
     )
+
+
+def wespeaker_spectral_cluster():
+    """WeSpeaker's spectral clustering of a recording's embeddings.
+
+    ``cluster(embeddings, p=.01, num_spks=None, min_num_spks=1, max_num_spks=20)`` of
+    ``wespeaker/diar/spectral_clusterer.py``, returning integer labels. The module
+    imports kaldiio for its command line only (a stand-in is registered when kaldiio
+    is absent) and sets thread variables at import (put back here). Its k-means draws
+    from NumPy's global random state: seed it for repeatable labels.
+
+    Returns
+    -------
+    callable
+
+    Raises
+    ------
+    ImportError
+        ``wespeaker-unofficial`` is not installed.
+    """
+    _register_packages()
+    if importlib.util.find_spec("kaldiio") is None:
+        sys.modules.setdefault("kaldiio", types.ModuleType("kaldiio"))
+    saved = {name: os.environ.get(name) for name in _CLUSTERER_THREAD_VARIABLES}
+    try:
+        module = importlib.import_module("wespeaker.diar.spectral_clusterer")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return module.cluster
 
 
 def load_wespeaker_folder(folder):

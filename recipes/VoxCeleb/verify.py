@@ -11,7 +11,11 @@ Usage::
 
     python recipes/VoxCeleb/verify.py recipes/VoxCeleb/hparams/verification.yaml \\
         --model=<exported folder | training output folder> \\
-        --trials=<trial list> --data_folder=<root of its paths> [--device=cuda:0]
+        --trials=<trial list> --data_folder=<root of its paths> [--device=cuda:0] \\
+        [--embeddings=<store folder of `w2vbert-sv embed`>]
+
+With ``--embeddings`` the files found in that store (read memory-mapped, only the rows
+needed) are not embedded again, e.g. a cohort embedded beforehand by torchrun.
 
 Authors
  * speechbrain-w2vbert-sv contributors

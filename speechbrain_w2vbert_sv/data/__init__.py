@@ -13,6 +13,7 @@ from speechbrain_w2vbert_sv.data.augmentation import (
     reverberate,
     synthesize_rirs,
 )
+from speechbrain_w2vbert_sv.data.cnceleb import prepare_cnceleb
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
 from speechbrain_w2vbert_sv.data.file_checks import check_audio_file, check_audio_files
 from speechbrain_w2vbert_sv.data.generic import (
@@ -22,6 +23,7 @@ from speechbrain_w2vbert_sv.data.generic import (
 )
 from speechbrain_w2vbert_sv.data.pipeline import make_eval_dataset, make_train_dataset
 from speechbrain_w2vbert_sv.data.synthetic import make_synthetic_corpus
+from speechbrain_w2vbert_sv.data.voxblink2 import prepare_voxblink2, prepare_voxceleb_voxblink2
 from speechbrain_w2vbert_sv.data.voxceleb import (
     TRIAL_LISTS,
     convert_to_wav,
@@ -41,11 +43,14 @@ __all__ = [
     "path_to_id",
     "place_trial_lists",
     "prepare_arabic_speech_commands",
+    "prepare_cnceleb",
     "prepare_folder_corpus",
     "prepare_fsdd",
     "prepare_noise_csv",
     "prepare_rir_csv",
+    "prepare_voxblink2",
     "prepare_voxceleb",
+    "prepare_voxceleb_voxblink2",
     "read_csv",
     "reverberate",
     "synthesize_rirs",

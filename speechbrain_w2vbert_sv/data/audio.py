@@ -211,12 +211,38 @@ def load_audio(path, sample_rate=16000, offset=0.0, duration=None, min_samples=1
         raise AudioFileError(path, "no audio samples (0 frames)")
     if not np.isfinite(data).all():
         raise AudioFileError(path, "non-finite samples (NaN or Inf)")
-    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
-    if info.sample_rate != sample_rate and wav.numel() > 0:
-        wav = torchaudio.functional.resample(wav, info.sample_rate, sample_rate)
+    wav = mono_waveform(data, info.sample_rate, sample_rate)
     if wav.numel() < min_samples:
         raise AudioFileError(
             path,
             f"too short ({wav.numel()} samples at {sample_rate} Hz, at least {min_samples} needed)",
         )
+    return wav.contiguous()
+
+
+def mono_waveform(data, file_rate, sample_rate=16000):
+    """Decoded samples as a mono waveform at ``sample_rate`` (channels averaged).
+
+    Arguments
+    ---------
+    data : numpy.ndarray
+        ``[frames, channels]`` float32 samples, as ``soundfile.read(always_2d=True)``.
+    file_rate : int
+        Rate of ``data``.
+    sample_rate : int
+        Rate of the returned waveform.
+
+    Returns
+    -------
+    torch.Tensor
+        Waveform ``[S]``, float32.
+
+    Example
+    -------
+    >>> mono_waveform(np.ones((8000, 2), dtype=np.float32), 8000).shape
+    torch.Size([16000])
+    """
+    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if file_rate != sample_rate and wav.numel() > 0:
+        wav = torchaudio.functional.resample(wav, file_rate, sample_rate)
     return wav.contiguous()

@@ -145,6 +145,91 @@ def random_batch_crop(wavs, crop_seconds, sample_rate=16000):
     return wavs[:, : max(1, min(length, wavs.shape[1]))]
 
 
+def random_training_crop(read, duration, crop_samples, factors, sample_rate=16000, augment=None):
+    """A random crop of an utterance at a random speed factor, wrapped around to the
+    crop length and augmented: one training item, whatever stores the audio.
+
+    Arguments
+    ---------
+    read : callable
+        ``read(offset=seconds, duration=seconds)`` -> waveform ``[S]`` at
+        ``sample_rate`` (a segment cut at the end of the utterance).
+    duration : float
+        Length of the utterance, in seconds.
+    crop_samples : int
+        Length of the crop.
+    factors : list of float
+        Speed factors in class-block order (:func:`speed_factor_order`).
+    sample_rate : int
+        Rate of the waveforms.
+    augment : callable, optional
+        Applied as ``augment(wav[None], torch.ones(1))[0]``.
+
+    Returns
+    -------
+    wav : torch.Tensor
+        ``[crop_samples]``.
+    k : int
+        Position of the drawn factor in ``factors`` (its block of classes).
+
+    Example
+    -------
+    >>> wav = torch.arange(8000.0)
+    >>> read = lambda offset, duration: wav[int(offset * 16000) :][: int(duration * 16000)]
+    >>> crop, k = random_training_crop(read, 0.5, 16000, [1.0])
+    >>> crop.shape, k, crop[8000].item()  # wrapped around
+    (torch.Size([16000]), 0, 0.0)
+    """
+    k = random.randrange(len(factors))
+    factor = factors[k]
+    # Read crop * factor seconds so that, once sped up, exactly a crop remains.
+    need = crop_samples * factor / sample_rate
+    offset = random.uniform(0.0, duration - need) if duration > need else 0.0
+    wav = speed_perturb_wav(read(offset=offset, duration=need), factor, sample_rate)
+    wav = wav.repeat(-(-crop_samples // wav.numel()))[:crop_samples]
+    if augment is not None:
+        wav = augment(wav.unsqueeze(0), torch.ones(1))[0]
+    return wav, k
+
+
+def speaker_label_encoder(speakers, label_encoder_file=None, source=None):
+    """The speaker -> index encoder of a training run: speakers in sorted order, or
+    the run's saved encoder (so a resumed run, or a later stage, keeps its labels).
+
+    Arguments
+    ---------
+    speakers : iterable of str
+        The training speakers.
+    label_encoder_file : str or os.PathLike, optional
+        Where the encoder is saved, or loaded from when it exists.
+    source : str, optional
+        What the speakers come from (for the error message).
+
+    Returns
+    -------
+    speechbrain.dataio.encoder.CategoricalEncoder
+
+    Example
+    -------
+    >>> speaker_label_encoder(["b", "a", "b"]).lab2ind
+    {'a': 0, 'b': 1}
+    """
+    speakers = sorted(set(speakers))
+    encoder = CategoricalEncoder()
+    if label_encoder_file is not None:
+        encoder.load_or_create(label_encoder_file, from_iterables=[speakers])
+    else:
+        encoder.update_from_iterable(speakers)
+    encoder.expect_len(len(encoder))
+    unknown = set(speakers) - set(encoder.lab2ind)
+    if unknown:
+        raise ValueError(
+            f"{source}: speakers {sorted(unknown)[:5]} are not in the label encoder "
+            f"{label_encoder_file} (prepared from another corpus?)"
+        )
+    return encoder
+
+
 class _TrainItemLoader:
     """Loads a random crop of an utterance with its (speed-expanded) label.
 
@@ -190,17 +275,14 @@ class _TrainItemLoader:
 
     def _load(self, utt_id):
         row = self.rows[utt_id]
-        k = random.randrange(len(self.factors))
-        factor = self.factors[k]
-        # Read crop * factor seconds so that, once sped up, exactly a crop remains.
-        need = self.crop_samples * factor / self.sample_rate
-        duration = float(row["duration"])
-        offset = random.uniform(0.0, duration - need) if duration > need else 0.0
-        wav = load_audio(row["wav"], self.sample_rate, offset=offset, duration=need)
-        wav = speed_perturb_wav(wav, factor, self.sample_rate)
-        wav = wav.repeat(-(-self.crop_samples // wav.numel()))[: self.crop_samples]
-        if self.augment is not None:
-            wav = self.augment(wav.unsqueeze(0), torch.ones(1))[0]
+        wav, k = random_training_crop(
+            functools.partial(load_audio, row["wav"], self.sample_rate),
+            float(row["duration"]),
+            self.crop_samples,
+            self.factors,
+            self.sample_rate,
+            self.augment,
+        )
         label = self.encoder.encode_label(row["spk_id"]) + k * self.num_speakers
         return wav, torch.LongTensor([label]), row["spk_id"]
 
@@ -277,19 +359,9 @@ def make_train_dataset(
     dataset = DynamicItemDataset(
         {utt_id: {"duration": float(row["duration"])} for utt_id, row in rows.items()}
     )
-    speakers = sorted({row["spk_id"] for row in rows.values()})
-    encoder = CategoricalEncoder()
-    if label_encoder_file is not None:
-        encoder.load_or_create(label_encoder_file, from_iterables=[speakers])
-    else:
-        encoder.update_from_iterable(speakers)
-    encoder.expect_len(len(encoder))
-    unknown = set(speakers) - set(encoder.lab2ind)
-    if unknown:
-        raise ValueError(
-            f"{csv_file}: speakers {sorted(unknown)[:5]} are not in the label encoder "
-            f"{label_encoder_file} (prepared from another corpus?)"
-        )
+    encoder = speaker_label_encoder(
+        (row["spk_id"] for row in rows.values()), label_encoder_file, csv_file
+    )
     loader = _TrainItemLoader(rows, longest_crop, factors, sample_rate, encoder, augment, retries)
     dataset.add_dynamic_item(loader, takes="id", provides=["sig", "spk_label", "spk_id"])
     dataset.set_output_keys(["id", "sig", "spk_label", "spk_id"])

@@ -1,5 +1,7 @@
-"""Shared steps of every corpus preparation: skipping a finished one, dev split, rows."""
+"""Shared steps of every corpus preparation: skipping a finished one, dev split, rows,
+combining corpora."""
 
+import csv
 import json
 import os
 import pathlib
@@ -235,4 +237,94 @@ def prepare_entries(
             sample_rate,
             multi_channel,
         )
+    return outputs
+
+
+def _input_state(path):
+    """Size and modification time of a file (a combination is redone when they change)."""
+    stat = os.stat(path)
+    return [os.fspath(path), stat.st_size, stat.st_mtime_ns]
+
+
+def combine_corpora(corpora, save_folder, splits=("train", "dev")):
+    """One CSV per split from several prepared corpora, with disjoint speakers.
+
+    Every ``spk_id`` and ``ID`` becomes ``<corpus>--<original>``: speaker IDs of
+    different corpora may collide (VoxCeleb, VoxBlink and CN-Celeb all use ``id`` +
+    5 digits), and two corpora's speakers are never the same label. Rows are
+    streamed (a VoxBlink2 CSV holds millions). Writes ``{split}.csv`` and
+    ``combined_corpora.json`` (files and speakers per corpus and split); a later call
+    with unchanged input CSVs does nothing.
+
+    Arguments
+    ---------
+    corpora : dict
+        Corpus name -> dict split -> CSV path (a corpus without a split adds nothing
+        to it). The CSVs must have the same columns.
+    save_folder : str or os.PathLike
+        Output folder.
+    splits : tuple of str
+        Splits to combine.
+
+    Returns
+    -------
+    dict
+        Split name -> path of the combined CSV (splits no corpus has are left out).
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.data.csv_io import read_csv
+    >>> folder = getfixture("tmp_path")
+    >>> write_csv(folder / "a.csv", [{"ID": "u1", "spk_id": "id1"}])
+    >>> write_csv(folder / "b.csv", [{"ID": "u1", "spk_id": "id1"}])
+    >>> out = combine_corpora({"a": {"train": folder / "a.csv"}, "b": {"train": folder / "b.csv"}},
+    ...                       folder / "both")
+    >>> [row["spk_id"] for row in read_csv(out["train"])]
+    ['a--id1', 'b--id1']
+    """
+    wanted = {
+        split: {name: csvs[split] for name, csvs in corpora.items() if csvs.get(split)}
+        for split in splits
+    }
+    wanted = {split: inputs for split, inputs in wanted.items() if inputs}
+    outputs = {split: pathlib.Path(save_folder) / f"{split}.csv" for split in wanted}
+    options = {
+        split: {name: _input_state(path) for name, path in inputs.items()}
+        for split, inputs in wanted.items()
+    }
+    if preparation_done(save_folder, "combined_corpora", options, outputs.values()):
+        return outputs
+    counts = {}
+    for split, inputs in wanted.items():
+        counts[split] = {}
+        tmp = outputs[split].with_name(outputs[split].name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        columns = writer = None
+        with open(tmp, "w", newline="", encoding="utf-8") as fout:
+            for name, path in inputs.items():
+                speakers, files = set(), 0
+                with open(path, newline="", encoding="utf-8") as fin:
+                    reader = csv.DictReader(fin)
+                    if columns is None:
+                        columns = reader.fieldnames
+                        writer = csv.DictWriter(fout, fieldnames=columns)
+                        writer.writeheader()
+                    elif reader.fieldnames != columns:
+                        raise ValueError(
+                            f"{path}: columns {reader.fieldnames} differ from {columns} of the "
+                            f"other corpora of {split}"
+                        )
+                    for row in reader:
+                        row["ID"] = f"{name}--{row['ID']}"
+                        row["spk_id"] = f"{name}--{row['spk_id']}"
+                        speakers.add(row["spk_id"])
+                        files += 1
+                        writer.writerow(row)
+                counts[split][name] = {"files": files, "speakers": len(speakers)}
+        os.replace(tmp, outputs[split])
+        total = {k: sum(c[k] for c in counts[split].values()) for k in ("files", "speakers")}
+        logger.info("%s: %s; in all %s", outputs[split], counts[split], total)
+    with open(pathlib.Path(save_folder) / "combined_corpora.json", "w", encoding="utf-8") as f:
+        json.dump(counts, f, indent=2)
+    save_preparation_options(save_folder, "combined_corpora", options)
     return outputs

@@ -12,9 +12,11 @@ from speechbrain_w2vbert_sv.data.augmentation import (
     prepare_rir_csv,
     synthesize_rirs,
 )
+from speechbrain_w2vbert_sv.data.cnceleb import prepare_cnceleb
 from speechbrain_w2vbert_sv.data.csv_io import read_csv
 from speechbrain_w2vbert_sv.data.generic import prepare_folder_corpus
 from speechbrain_w2vbert_sv.data.synthetic import make_synthetic_corpus
+from speechbrain_w2vbert_sv.data.voxblink2 import prepare_voxceleb_voxblink2
 from speechbrain_w2vbert_sv.data.voxceleb import place_trial_lists, prepare_voxceleb
 from speechbrain_w2vbert_sv.scoring.trials import read_trials
 
@@ -35,18 +37,27 @@ def prepare_recipe_data(hparams):
     ---------
     hparams : dict
         A training recipe's hyperparameters: ``data_format`` (``voxceleb``,
-        ``folder`` or ``synthetic``), ``save_folder``, ``data_folder``, ``trials``,
-        ``trials_folder``, ``dev_ratio``, ``sample_rate``, ``prep_workers``,
-        ``prep_read_samples``, ``speaker_regex``, ``synthetic_corpus``.
+        ``folder``, ``synthetic``, ``voxceleb_voxblink2`` or ``cnceleb``),
+        ``save_folder``, ``data_folder``, ``trials``, ``trials_folder``,
+        ``dev_ratio``, ``sample_rate``, ``prep_workers``, ``prep_read_samples``,
+        ``speaker_regex``, ``synthetic_corpus``, ``voxblink2_folder``; ``shards``
+        prepares the test data as ``eval_data_format`` (training reads the shards).
 
     Returns
     -------
     dict
         ``train``, ``test`` and optionally ``dev`` CSV paths, and ``trials``:
         trial list name -> path (paths inside relative to the corpus root, which is
-        where the CSV IDs come from).
+        where the CSV IDs come from); ``cnceleb`` adds ``enrollment_maps``: trial
+        list name -> its map of multi-utterance enrollment models.
     """
     fmt = hparams["data_format"]
+    if fmt == "shards":  # training reads the shards (shard_pipeline); the test data:
+        eval_format = hparams.get("eval_data_format")
+        if eval_format in (None, "shards"):
+            raise ValueError("data_format shards needs --eval_data_format (voxceleb, folder, ...)")
+        data = prepare_recipe_data({**hparams, "data_format": eval_format, "dev_ratio": 0.0})
+        return {k: v for k, v in data.items() if k not in ("train", "dev")}
     save = pathlib.Path(hparams["save_folder"]) / "data"
     common = {"dev_ratio": hparams["dev_ratio"], "sample_rate": hparams["sample_rate"]}
     if fmt == "synthetic":
@@ -93,7 +104,37 @@ def prepare_recipe_data(hparams):
             **options,
         )
         return {**csvs, "test": test, "trials": lists}
-    raise ValueError(f"data_format must be voxceleb, folder or synthetic, got {fmt!r}")
+    if fmt == "voxceleb_voxblink2":  # one training set, speaker labels prefixed by corpus
+        if not hparams.get("voxblink2_folder"):
+            raise ValueError("data_format voxceleb_voxblink2 needs --voxblink2_folder")
+        lists = place_trial_lists(hparams["trials_folder"], save / "trials", hparams["trials"])
+        csvs = prepare_voxceleb_voxblink2(
+            hparams["data_folder"],
+            hparams["voxblink2_folder"],
+            save,
+            verification_list=list(lists.values()),
+            num_workers=hparams["prep_workers"],
+            read_samples=hparams["prep_read_samples"],
+            **common,
+        )
+        return {**csvs, "trials": lists}
+    if fmt == "cnceleb":  # data_folder: [CN-Celeb_flac] or [CN-Celeb_flac, CN-Celeb2_flac]
+        folders = hparams["data_folder"]
+        folders = folders if isinstance(folders, (list, tuple)) else [folders]
+        return prepare_cnceleb(
+            folders[0],
+            save,
+            cnceleb2_folder=folders[1] if len(folders) > 1 else None,
+            splits=("train", "dev", "test") if hparams["dev_ratio"] > 0 else ("train", "test"),
+            trials=hparams["trials"],
+            num_workers=hparams["prep_workers"],
+            read_samples=hparams["prep_read_samples"],
+            **common,
+        )
+    raise ValueError(
+        "data_format must be voxceleb, folder, synthetic, voxceleb_voxblink2 or cnceleb, "
+        f"got {fmt!r}"
+    )
 
 
 def prepare_augmentation_lists(hparams):

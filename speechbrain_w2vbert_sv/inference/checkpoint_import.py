@@ -5,7 +5,8 @@ hidden state, attentive statistics pooling, a linear bottleneck):
 
 - ``paper``: a checkpoint file of the paper's training code,
   ``{"modules": {"spk_model": state, "classifier": state}, ...}`` with encoder keys
-  ``front.encoder.<HF key>``;
+  ``front.encoder.<HF key>`` (a pruned encoder leaves out the feed-forward and attention
+  blocks pruned whole);
 - ``wespeaker``: WeSpeaker's model folder, ``config.yaml`` + ``avg_model.pt`` (a flat
   state dict, or one under ``state_dict``) with encoder keys ``frontend.encoder.<HF key>``
   and the AAM classifier under ``projection.*``.
@@ -37,6 +38,7 @@ Example
 torch.Size([1, 1, 16])
 """
 
+import contextlib
 import datetime
 import pathlib
 import re
@@ -253,8 +255,10 @@ def convert(source, w2vbert_source=None):
         **head,
         "pooling_eps": SOURCE_POOLING_EPS,
     }
-    model = load_hyperpyyaml(inference_hparams_text(settings))["embedding_model"]
+    with parameters_on_meta():
+        model = load_hyperpyyaml(inference_hparams_text(settings))["embedding_model"]
     expected = model.state_dict()
+    _fill_removed_blocks(state, expected)
     missing = [k for k in expected if k not in state]
     if missing:
         import_error(origin, f"missing weights: {few_keys(_source_names(missing, source.fmt))}")
@@ -271,8 +275,67 @@ def convert(source, w2vbert_source=None):
                 f"shape mismatch: {name} is {tuple(state[key].shape)} in the "
                 f"checkpoint but {tuple(tensor.shape)} in the model",
             )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    # The source's (memory-mapped) tensors become the parameters: no second copy.
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
     return settings, model.eval(), notes
+
+
+# A feed-forward or attention block of one encoder layer, its layer norm included.
+_BLOCK = re.compile(r"encoder\.layers\.(\d+)\.(ffn1|ffn2|self_attn)(?:_layer_norm)?\.")
+
+
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Modules built inside get their parameters on the meta device.
+
+    Nothing is allocated or initialised for them, so that an import holds the model's
+    weights once (the source's, assigned by ``load_state_dict(assign=True)``), not a
+    random model beside them. Buffers stay real: the front end computes its
+    constants when built. (``torch.device("meta")`` would move those too.)
+
+    Example
+    -------
+    >>> with parameters_on_meta():
+    ...     layer = torch.nn.BatchNorm1d(4)
+    >>> layer.weight.device.type, layer.running_mean.device.type
+    ('meta', 'cpu')
+    """
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None:
+            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def _fill_removed_blocks(state, expected):
+    """Adds the weights of the zero-width blocks that the source left out (in place).
+
+    The paper's pruning removes a feed-forward or attention block pruned to zero width
+    whole (its modeling file sets the module to None: no weights, and its forward skips
+    the block); the pruned model here keeps such a block with empty layers. Its output
+    bias is set to zero, so that the block adds nothing, as skipping it does; its layer
+    norm gets the values it is built with (ones, zeros; its output goes to an empty
+    layer). A missing block of non-zero width is left to the missing-weights check.
+    """
+    blocks = {}
+    for key in expected:
+        if match := _BLOCK.search(key):
+            blocks.setdefault(match.groups(), []).append(key)
+    for keys in blocks.values():
+        widths = [k for k in keys if k.endswith(("intermediate_dense.weight", "linear_q.weight"))]
+        if any(k in state for k in keys) or any(expected[k].numel() for k in widths):
+            continue
+        for key in keys:
+            tensor = expected[key]  # on the meta device: shape and dtype only
+            fill = torch.ones if key.endswith("layer_norm.weight") else torch.zeros
+            state[key] = fill(tensor.shape, dtype=tensor.dtype)
 
 
 def _source_names(keys, fmt):

@@ -217,8 +217,63 @@ def embed_files(
         durations = {p: audio_info(p).duration for p in unique}
     num_samples = [int(round(durations[p] * sample_rate)) for p in unique]
     batches = make_batches(num_samples, batch_seconds, max_batch_size, sample_rate, max_padding)
+    table = None
+    for indices, embeddings in embed_batches(
+        model, unique, batches, sample_rate, precision, device, num_workers, progress
+    ):
+        if table is None:
+            table = torch.empty(len(unique), embeddings.shape[1])
+        table[indices] = embeddings
+    row = {p: i for i, p in enumerate(unique)}
+    return table[torch.as_tensor([row[p] for p in paths])]
+
+
+def embed_batches(
+    model,
+    paths,
+    batches,
+    sample_rate=16000,
+    precision="fp32",
+    device=None,
+    num_workers=0,
+    progress=True,
+):
+    """Embeds given batches of files, yielding each batch's embeddings as it is done.
+
+    The loop of ``embed_files``, for callers that group the batches themselves (e.g.
+    the resumable parts of ``distributed_extraction``): one DataLoader reads ahead
+    across all the batches.
+
+    Arguments
+    ---------
+    model : callable
+        ``(wavs [B, S], wav_lens [B]) -> embeddings [B, 1, E] or [B, E]`` (a module is
+        run in eval mode, restored afterwards, without gradients).
+    paths : sequence of str
+        Audio files.
+    batches : sequence of list of int
+        Indices into ``paths``, one list per batch (e.g. from ``make_batches``).
+    sample_rate, precision, device, num_workers, progress :
+        As in ``embed_files``; ``progress`` counts files.
+
+    Yields
+    ------
+    indices : torch.Tensor
+        [B] indices into ``paths`` of the batch.
+    embeddings : torch.Tensor
+        [B, E] float32 on the CPU.
+
+    Example
+    -------
+    >>> import numpy, soundfile
+    >>> model = lambda wavs, wav_lens: wavs[:, :2]
+    >>> path = getfixture("tmp_path") / "a.wav"
+    >>> soundfile.write(path, 0.5 * numpy.ones(800), 16000)
+    >>> [(i.tolist(), e.tolist()) for i, e in embed_batches(model, [path], [[0]], progress=False)]
+    [([0], [[0.5, 0.5]])]
+    """
     loader = torch.utils.data.DataLoader(
-        _BatchLoader(unique, batches, sample_rate),
+        _BatchLoader(paths, batches, sample_rate),
         batch_size=None,
         num_workers=num_workers,
     )
@@ -227,22 +282,17 @@ def embed_files(
     was_training = is_module and model.training
     if is_module:
         model.eval()
-    table = None
+    total = sum(len(b) for b in batches)
     try:
         with (
             torch.no_grad(),
-            tqdm(total=len(unique), unit="file", desc="embedding", disable=not progress) as bar,
+            tqdm(total=total, unit="file", desc="embedding", disable=not progress) as bar,
         ):
             for indices, wavs, wav_lens in loader:
                 with autocast_context(device, precision):
                     embeddings = model(wavs.to(device), wav_lens.to(device))
-                embeddings = embeddings.reshape(len(indices), -1).float().cpu()
-                if table is None:
-                    table = torch.empty(len(unique), embeddings.shape[1])
-                table[indices] = embeddings
                 bar.update(len(indices))
+                yield indices, embeddings.reshape(len(indices), -1).float().cpu()
     finally:
         if is_module:
             model.train(was_training)
-    row = {p: i for i, p in enumerate(unique)}
-    return table[torch.as_tensor([row[p] for p in paths])]

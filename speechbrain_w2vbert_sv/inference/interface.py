@@ -255,6 +255,82 @@ class W2VBertSpeakerRecognition(SpeakerRecognition):
             self.mods.embedding_model, paths, sample_rate=self.hparams.sample_rate, **kwargs
         )
 
+    def diarize(self, path, speech=None, **options):
+        """Who spoke when in an audio file (see
+        :class:`speechbrain_w2vbert_sv.applications.diarization.Diarizer`).
+
+        Arguments
+        ---------
+        path : str or os.PathLike
+            Audio file (any rate or channel count).
+        speech : list of (float, float), optional
+            Speech regions in seconds (default: Silero VAD's).
+        **options
+            Options of ``Diarizer`` (``mode``, ``clustering``, ``num_speakers``,
+            ``vad``, ...).
+
+        Returns
+        -------
+        list of (float, float, str)
+            ``(start, end, speaker)`` segments in seconds; empty without speech.
+        """
+        # Imported here: applications/ builds on inference/, not the other way round.
+        from speechbrain_w2vbert_sv.applications.diarization import Diarizer
+
+        return Diarizer(self, **options).diarize_file(path, speech)
+
+    def enroll(self, store, speakers=(), paths=(), remove=(), **options):
+        """Adds files of speakers to a speaker store (created if absent) and/or removes
+        speakers (see :func:`speechbrain_w2vbert_sv.applications.identification.enroll`).
+
+        Arguments
+        ---------
+        store : str or os.PathLike
+            The store folder.
+        speakers : sequence of str
+            The speaker of each file.
+        paths : sequence of str or os.PathLike
+            Audio files.
+        remove : sequence of str
+            Enrolled speakers to remove (before the files are added).
+        **options
+            ``model_name``, ``dtype`` and the options of ``encode_files``.
+
+        Returns
+        -------
+        speechbrain_w2vbert_sv.applications.identification.SpeakerStore
+            The written store.
+        """
+        from speechbrain_w2vbert_sv.applications.identification import enroll
+
+        return enroll(self, store, list(speakers), [os.fspath(p) for p in paths], remove, **options)
+
+    def identify(self, store, paths, top_k=1, threshold=None, **options):
+        """The enrolled speaker of each file, or ``unknown`` below the threshold (see
+        :func:`speechbrain_w2vbert_sv.applications.identification.identify`).
+
+        Arguments
+        ---------
+        store : str or os.PathLike
+            A store enrolled with this model (any of its forms).
+        paths : sequence of str or os.PathLike
+            Audio files.
+        top_k : int
+            Candidates listed per file.
+        threshold : float, optional
+            Lowest score that names a speaker (default: ``hparams.threshold``).
+        **options
+            ``model_name`` and the options of ``encode_files``.
+
+        Returns
+        -------
+        list of speechbrain_w2vbert_sv.applications.identification.Identification
+            ``speaker`` (or ``unknown``), ``score`` and ``candidates`` per file.
+        """
+        from speechbrain_w2vbert_sv.applications.identification import identify
+
+        return identify(self, store, [os.fspath(p) for p in paths], top_k, threshold, **options)
+
     @classmethod
     def from_run(cls, run, hparams_file=None, overrides=None, threshold=None, **kwargs):
         """Builds the interface from a training run (LoRA merged), writing nothing.

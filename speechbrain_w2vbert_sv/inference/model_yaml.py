@@ -15,8 +15,8 @@ from ruamel.yaml.error import YAMLError
 from speechbrain.utils.logger import get_logger
 from transformers import AutoConfig, PretrainedConfig
 
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import register_auto_classes
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import EncoderSourceError, build_w2vbert_config
-from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
 
 logger = get_logger(__name__)
 

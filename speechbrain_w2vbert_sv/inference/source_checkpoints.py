@@ -10,10 +10,9 @@ checking every key and shape it can before anything is written, and
 import pathlib
 
 import torch
-import yaml
 
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.utils import load_checkpoint_file
+from speechbrain_w2vbert_sv.utils import load_checkpoint_file, read_yaml
 
 PAPER = "paper"
 WESPEAKER = "wespeaker"
@@ -49,45 +48,6 @@ def few_keys(keys, count=4):
     keys = sorted(keys)
     more = f" (and {len(keys) - count} more)" if len(keys) > count else ""
     return ", ".join(keys[:count]) + more
-
-
-class _TagIgnoringLoader(yaml.SafeLoader):
-    """Reads HyperPyYAML (``!new:``, ``!apply:``, ``!ref``...) as plain YAML values."""
-
-
-def _untagged(loader, suffix, node):
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
-
-
-_TagIgnoringLoader.add_multi_constructor("!", _untagged)
-
-
-def read_yaml(path):
-    """A YAML or HyperPyYAML file as plain values (tags ignored, nothing built).
-
-    Arguments
-    ---------
-    path : str or os.PathLike
-        The file.
-
-    Returns
-    -------
-    dict
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        import_error(path, "no such file")
-    try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_TagIgnoringLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        import_error(path, f"not a YAML file ({str(error).splitlines()[0]})")
-    if not isinstance(tree, dict):
-        import_error(path, "not a YAML mapping")
-    return tree
 
 
 def _find_key(tree, key):

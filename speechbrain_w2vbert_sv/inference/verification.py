@@ -25,6 +25,7 @@ from speechbrain_w2vbert_sv.data.file_checks import (
     check_audio_files,
 )
 from speechbrain_w2vbert_sv.inference.interface import load_model
+from speechbrain_w2vbert_sv.inference.precomputed_embeddings import embedding_rows
 from speechbrain_w2vbert_sv.scoring import plots
 from speechbrain_w2vbert_sv.scoring.metrics import (
     compute_act_dcf,
@@ -89,23 +90,20 @@ def check_files(
     cohort:
       /nowhere/c.wav: missing file
     """
-    paths = [
-        os.path.join(root, utt) for _, trials, root in trial_lists for utt in trials.utterances
-    ]
+    paths = [os.path.join(root, f) for _, trials, root in trial_lists for f in trials.files]
     for _, files in file_lists:
         paths.extend(files)
     infos, problems = check_audio_files(paths, min_duration, read_samples, num_workers)
     if problems:
         reports = []
         for list_file, trials, root in trial_lists:
-            bad = {u for u in trials.utterances if os.path.join(root, u) in problems}
+            bad = {f for f in trials.files if os.path.join(root, f) in problems}
             if not bad:
                 continue
             lines = []
             for k, pair in enumerate(zip(trials.enroll_index, trials.test_index)):
-                utt = next(
-                    (trials.utterances[i] for i in pair if trials.utterances[i] in bad), None
-                )
+                used = (f for i in pair for f in trials.members(trials.utterances[i]))
+                utt = next((f for f in used if f in bad), None)
                 if utt is not None:
                     path = os.path.join(root, utt)
                     where = "trial" if trials.line_numbers is None else "line"
@@ -207,6 +205,9 @@ class VerificationOptions:
     ----------
     name : str, optional
         Name of the list in tables (default: the trial list's file name).
+    enrollment_map : str, optional
+        ``model utt1 utt2 ...`` lines (CN-Celeb's ``enroll.map``): the trial list's
+        ids that are models stand for the mean embedding of their utterances.
     mean_list : str, optional
         Files whose mean embedding is subtracted before every cosine.
     cohort_list : str, optional
@@ -229,6 +230,10 @@ class VerificationOptions:
         Write DET and histogram PNGs.
     save_embeddings : bool
         Also save ``embeddings.pt`` (``{"paths": [...], "embeddings": [N, E]}``).
+    embeddings : str or list of str, optional
+        Embeddings computed beforehand by ``w2vbert-sv embed`` (store folders, read
+        memory-mapped, or ``.pt``/``.npz`` files): the files they hold are not embedded
+        again (see ``precomputed_embeddings``); the model is loaded only for the others.
     memory_efficient_attention : bool, optional
         Compute relative-key attention in query chunks (long utterances fit in
         memory; the same numbers up to float rounding); False: HF's forward; None:
@@ -243,6 +248,7 @@ class VerificationOptions:
     """
 
     name: str = None
+    enrollment_map: str = None
     mean_list: str = None
     cohort_list: str = None
     cohort_data_folder: str = None
@@ -253,6 +259,7 @@ class VerificationOptions:
     check_samples: bool = False
     make_plots: bool = True
     save_embeddings: bool = False
+    embeddings: list = None
     memory_efficient_attention: bool = None
     batch_seconds: float = None
     max_batch_size: int = None
@@ -298,7 +305,8 @@ def verify_trial_list(
     model : W2VBertSpeakerRecognition or str or os.PathLike
         The model, or a folder to load it from (exported, training output or
         checkpoint folder; see ``speechbrain_w2vbert_sv.inference.interface.load_model``),
-        loaded once the files are checked.
+        loaded once the files are checked, and only if some file has no precomputed
+        embedding (``options.embeddings``).
     trials : str or os.PathLike
         Trial list, ``label enroll test`` per line (gzip too).
     data_folder : str or os.PathLike
@@ -323,7 +331,13 @@ def verify_trial_list(
     output_folder = pathlib.Path(output_folder)
     name = opts.name or pathlib.Path(trials).name
     aux_root = os.fspath(opts.cohort_data_folder or data_folder)
-    lists = [(os.fspath(trials), scoring.read_trials(trials), os.fspath(data_folder))]
+    lists = [
+        (
+            os.fspath(trials),
+            scoring.read_trials(trials, opts.enrollment_map),
+            os.fspath(data_folder),
+        )
+    ]
     if opts.calibration_trials:
         calibration_root = os.fspath(opts.calibration_data_folder or data_folder)
         lists.append(
@@ -344,24 +358,23 @@ def verify_trial_list(
         lists, file_lists, read_samples=opts.check_samples, num_workers=opts.num_workers
     )
 
-    if isinstance(model, (str, os.PathLike)):
-        model = load_model(
-            model, run_opts=run_opts, memory_efficient_attention=opts.memory_efficient_attention
+    def embed(files):  # the model is loaded only if some file has no embedding yet
+        nonlocal model
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(
+                model, run_opts=run_opts, memory_efficient_attention=opts.memory_efficient_attention
+            )
+        elif opts.memory_efficient_attention is not None:
+            model.use_memory_efficient_attention(opts.memory_efficient_attention)
+        return model.encode_files(
+            files, durations=durations, progress=progress, **opts.embed_options()
         )
-    elif opts.memory_efficient_attention is not None:
-        model.use_memory_efficient_attention(opts.memory_efficient_attention)
+
     paths = list(durations)
-    embeddings = model.encode_files(
-        paths, durations=durations, progress=progress, **opts.embed_options()
-    )
-    row = {p: i for i, p in enumerate(paths)}
-
-    def rows(files):
-        return embeddings[torch.as_tensor([row[p] for p in files])]
-
+    rows = embedding_rows(paths, opts.embeddings, embed)
     output_folder.mkdir(parents=True, exist_ok=True)
     if opts.save_embeddings:
-        torch.save({"paths": paths, "embeddings": embeddings}, output_folder / "embeddings.pt")
+        torch.save({"paths": paths, "embeddings": rows(paths)}, output_folder / "embeddings.pt")
     mean = scoring.mean_embedding(rows(file_lists[0][1])) if opts.mean_list else None
     cohort = None
     if opts.cohort_list:
@@ -371,12 +384,19 @@ def verify_trial_list(
 
     scored = []
     for _, list_trials, root in lists:
-        files = [os.path.join(root, u) for u in list_trials.utterances]
-        seconds = [durations[p] for p in files]
+        files = list_trials.files
+        # One row per trial-list id: an enrollment model is the mean of its files'.
+        matrix = scoring.trial_matrix(
+            list_trials, rows([os.path.join(root, f) for f in files]), ids=files
+        )
+        seconds = [
+            sum(durations[os.path.join(root, f)] for f in list_trials.members(u))
+            for u in list_trials.utterances
+        ]
         scored.append(
             (
                 list_trials,
-                *_score_list(list_trials, rows(files), mean, cohort, opts.cohort_top_n, seconds),
+                *_score_list(list_trials, matrix, mean, cohort, opts.cohort_top_n, seconds),
             )
         )
     test_trials, systems, qualities = scored[0]

@@ -25,7 +25,7 @@ from speechbrain_w2vbert_sv.lobes.attention import (
 )
 
 # Registers the pruned model with AutoConfig/AutoModel, so pruned folders and configs load.
-from speechbrain_w2vbert_sv.pruning.pruned_model import register_auto_classes
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import register_auto_classes
 from speechbrain_w2vbert_sv.utils import lengths_to_mask
 
 logger = get_logger(__name__)

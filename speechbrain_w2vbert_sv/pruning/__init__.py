@@ -7,11 +7,20 @@
 - ``LagrangianSparsityController``: the sparsity term with learnable
   multipliers (``gates.py``).
 - ``materialize``: slicing into a ``PrunedWav2Vec2BertModel``
-  (``materialize.py``, ``pruned_model.py``); importing this package registers
+  (``materialize.py``; the model is ``lobes/pruned_w2vbert.py``); importing this package registers
   ``PrunedWav2Vec2BertConfig``/``PrunedWav2Vec2BertModel`` with
   ``transformers.AutoConfig``/``AutoModel``.
 - Parameter and MAC counts (``counting.py``).
 """
+
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import (
+    GROUPS,
+    EmptyConvolutionModule,
+    HeadlessSelfAttention,
+    PrunedWav2Vec2BertConfig,
+    PrunedWav2Vec2BertModel,
+    register_auto_classes,
+)
 
 from .counting import (
     FRAMES_PER_SECOND,
@@ -23,14 +32,6 @@ from .counting import (
 from .gated import GatedWav2Vec2Bert
 from .gates import HardConcreteGates, LagrangianSparsityController
 from .materialize import glu_rows, materialize
-from .pruned_model import (
-    GROUPS,
-    EmptyConvolutionModule,
-    HeadlessSelfAttention,
-    PrunedWav2Vec2BertConfig,
-    PrunedWav2Vec2BertModel,
-    register_auto_classes,
-)
 
 # Users load saved pruned encoders with transformers' Auto classes after importing us.
 register_auto_classes()

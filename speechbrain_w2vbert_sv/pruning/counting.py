@@ -6,7 +6,7 @@
 
 import torch
 
-from .pruned_model import GROUPS, EmptyConvolutionModule
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import GROUPS, EmptyConvolutionModule
 
 # Encoder frames per second of audio: 10 ms fbank frames, stacked by 2.
 FRAMES_PER_SECOND = 50

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2BertModel
 
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import GROUPS, check_prunable_config
+
 from .counting import count_encoder_params, encoder_layer_sizes, full_layer_keep
 from .gates import HardConcreteGates
 from .materialize import materialize
-from .pruned_model import GROUPS, check_prunable_config
 
 
 class GatedWav2Vec2Bert(nn.Module):

@@ -8,12 +8,13 @@ the pruned model computes what the gated model computes with those values.
 
 import torch
 
-from .counting import encoder_layer_sizes
-from .pruned_model import (
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import (
     GROUPS,
     PrunedWav2Vec2BertConfig,
     PrunedWav2Vec2BertModel,
 )
+
+from .counting import encoder_layer_sizes
 
 _SIZE_ARGS = {
     "heads": "layer_attention_heads",

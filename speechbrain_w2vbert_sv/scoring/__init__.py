@@ -14,6 +14,7 @@ from speechbrain_w2vbert_sv.scoring.cosine import (
     cosine_scores,
     embedding_matrix,
     mean_embedding,
+    trial_matrix,
 )
 from speechbrain_w2vbert_sv.scoring.results import (
     RESULT_PRIORS,
@@ -28,6 +29,7 @@ from speechbrain_w2vbert_sv.scoring.score_normalization import (
 )
 from speechbrain_w2vbert_sv.scoring.trials import (
     Trials,
+    read_enrollment_map,
     read_scores,
     read_trials,
     write_scores,
@@ -46,9 +48,11 @@ __all__ = [
     "mean_embedding",
     "qmf_features",
     "quality_measures",
+    "read_enrollment_map",
     "read_scores",
     "read_trials",
     "snorm",
+    "trial_matrix",
     "write_results_table",
     "write_scores",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from speechbrain_w2vbert_sv.scoring.cosine import embedding_matrix, missing_message
+from speechbrain_w2vbert_sv.scoring.cosine import missing_message, trial_matrix
 
 
 def quality_measures(trials, embeddings, ids=None, durations=None, cohort_mean=None):
@@ -53,7 +53,7 @@ def quality_measures(trials, embeddings, ids=None, durations=None, cohort_mean=N
         if (seconds <= 0).any():
             raise ValueError("durations must be positive (seconds)")
         measures["log_duration"] = seconds.log()
-    matrix = embedding_matrix(embeddings, trials.utterances, ids)
+    matrix = trial_matrix(trials, embeddings, ids)
     measures["embedding_norm"] = matrix.double().norm(dim=1)
     if cohort_mean is not None:
         measures["cohort_mean"] = _per_utterance(cohort_mean, trials, "cohort_mean")

@@ -73,6 +73,56 @@ def embedding_matrix(embeddings, keys, ids=None):
     return matrix[torch.as_tensor([row[k] for k in keys], dtype=torch.long)]
 
 
+def trial_matrix(trials, embeddings, ids=None):
+    """Rows of an embedding table for ``trials.utterances``, enrollment models included.
+
+    A multi-utterance model (``trials.enrollments``) is the mean of its utterances'
+    raw embeddings, as WeSpeaker's CN-Celeb recipe averages ``enroll.map`` before
+    its mean subtraction and cosine: centring commutes with the mean, and the
+    length normalisation of every row comes after (:func:`centre_and_normalise`).
+    A model id the table already holds (e.g. a matrix this function returned) is
+    taken as is.
+
+    Arguments
+    ---------
+    trials : Trials
+        The trial list.
+    embeddings : dict or numpy.ndarray or torch.Tensor
+        The embedding table of its utterances or audio files (see
+        ``embedding_matrix``).
+    ids : sequence of str, optional
+        Row names when ``embeddings`` is a matrix.
+
+    Returns
+    -------
+    torch.Tensor
+        [len(trials.utterances), D] float32.
+
+    Example
+    -------
+    >>> from speechbrain_w2vbert_sv.scoring.trials import Trials
+    >>> trials = Trials.from_lists([1], ["m"], ["c"], enrollments={"m": ["a", "b"]})
+    >>> table = {"a": [1.0, 0.0], "b": [0.0, 3.0], "c": [2.0, 2.0]}
+    >>> trial_matrix(trials, table).tolist()
+    [[2.0, 2.0], [0.5, 1.5]]
+    """
+    keys = trials.utterances
+    held = set(embeddings) if isinstance(embeddings, Mapping) else set(ids or ())
+    models = [k for k in keys if k in trials.enrollments and k not in held]
+    if not models:
+        return embedding_matrix(embeddings, keys, ids)
+    members = [f for m in models for f in trials.enrollments[m]]
+    owner = torch.as_tensor([i for i, m in enumerate(models) for _ in trials.enrollments[m]])
+    member_rows = embedding_matrix(embeddings, members, ids)
+    sums = torch.zeros(len(models), member_rows.shape[1]).index_add_(0, owner, member_rows)
+    model_rows = sums / torch.bincount(owner, minlength=len(models))[:, None]
+    direct = [k for k in keys if k not in models]
+    rows = dict(zip(models, model_rows))
+    if direct:
+        rows.update(zip(direct, embedding_matrix(embeddings, direct, ids)))
+    return torch.stack([rows[k] for k in keys])
+
+
 def missing_message(missing, what="embedding"):
     shown = ", ".join(repr(k) for k in missing[:3])
     return f"{len(missing)} utterance(s) have no {what}, e.g. {shown}"
@@ -133,7 +183,8 @@ def cosine_scores(trials, embeddings, ids=None, mean=None, chunk_size=8192):
     trials : Trials
         The trial list.
     embeddings : dict or numpy.ndarray or torch.Tensor
-        The embedding table (see ``embedding_matrix``).
+        The embedding table (see ``embedding_matrix``; enrollment models are
+        averaged by ``trial_matrix``).
     ids : sequence of str, optional
         Row names when ``embeddings`` is a matrix.
     mean : torch.Tensor, optional
@@ -155,6 +206,6 @@ def cosine_scores(trials, embeddings, ids=None, mean=None, chunk_size=8192):
     >>> cosine_scores(trials, table).tolist()
     [1.0, 0.0]
     """
-    matrix = embedding_matrix(embeddings, trials.utterances, ids)
+    matrix = trial_matrix(trials, embeddings, ids)
     normalised = centre_and_normalise(matrix, mean)
     return _gather_dot(normalised, trials.enroll_index, trials.test_index, chunk_size)

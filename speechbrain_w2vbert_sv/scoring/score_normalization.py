@@ -8,33 +8,40 @@ selection over the cohort), so a Vox1-H list takes a few seconds.
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from speechbrain_w2vbert_sv.scoring.cosine import (
     centre_and_normalise,
-    embedding_matrix,
     to_float_matrix,
+    trial_matrix,
 )
 
 # The threshold keeps about this many times the top-N scores per row, so that a
 # row whose scores are not Gaussian rarely falls back to a full selection.
-_CANDIDATE_MARGIN = 1.5
+_CANDIDATE_MARGIN = 1.2
 # Rows whose threshold keeps more than this many times top-N use a full selection.
 _MAX_CANDIDATES = 4
 
 
-def _matmul_transposed(weight):
+def _matmul_transposed(weight, rows=None):
     """``x -> x @ weight.T`` for float32 rows, through oneDNN on the CPU.
 
     MKL's float32 GEMM takes its AVX2 path on AMD processors; oneDNN picks
     its kernels from the instruction set (AVX-512 where present), about twice
-    as fast there, with the same float32 accuracy. Builds without oneDNN, and
-    other devices, use ``torch.matmul``.
+    as fast there, with the same float32 accuracy. Given ``rows`` (the usual
+    number of rows of ``x``), the weight is reordered into oneDNN's blocked
+    layout once instead of at every call, which keeps small chunks (whose
+    scores stay in the cache) as fast as large ones. Builds without oneDNN,
+    and other devices, use ``torch.matmul``.
     """
     weight = weight.contiguous()
-    # torch's own oneDNN linear op (what torch.compile uses on the CPU).
+    # torch's own oneDNN linear op and weight reorder (what torch.compile uses on the CPU).
     linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if weight.device.type == "cpu" and torch.backends.mkldnn.is_available() and linear:
+        reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+        if rows and reorder:
+            weight = reorder(weight, rows)
         return lambda x: linear(x.contiguous(), weight, None, "none", [], "")
     weight_t = weight.T.contiguous()
     return lambda x: x @ weight_t
@@ -52,7 +59,7 @@ def _top_values(scores, top_n, threshold):
     Arguments
     ---------
     scores : torch.Tensor
-        [B, C] scores.
+        [B, C] scores, on the CPU.
     top_n : int
         Values kept per row (at most C).
     threshold : torch.Tensor
@@ -71,7 +78,8 @@ def _top_values(scores, top_n, threshold):
     [[7.0, 9.0], [3.0, 8.0]]
     """
     rows_n, columns = scores.shape
-    flat = (scores >= threshold.unsqueeze(1)).view(-1).nonzero().squeeze(1)
+    # numpy's nonzero of a CPU mask: about 1.6x faster than torch's, and it releases the GIL.
+    flat = torch.from_numpy(np.flatnonzero((scores >= threshold.unsqueeze(1)).numpy()))
     row = torch.div(flat, columns, rounding_mode="floor")
     counts = torch.bincount(row, minlength=rows_n)
     gathered = (counts >= top_n) & (counts <= _MAX_CANDIDATES * top_n)
@@ -87,12 +95,43 @@ def _top_values(scores, top_n, threshold):
         counts, output_size=flat.shape[0]
     )
     candidates = scores.new_full((rows_n, width), float("-inf"))
-    candidates.view(-1)[position] = scores.view(-1)[flat]
+    # take + index_copy_: a third faster than advanced indexing on both sides.
+    candidates.view(-1).index_copy_(0, position, scores.take(flat))
     top = candidates.topk(top_n, dim=1, sorted=False).values
     if not everywhere:
         full = ~gathered
         top[full] = scores[full].topk(top_n, dim=1, sorted=False).values
     return top
+
+
+def _mean_std(values):
+    """Mean and standard deviation (Bessel's correction) of each row, in float64.
+
+    Two passes over float64 copies: a few times faster than ``torch.std_mean``
+    on [chunk, N] float32 rows, and a row of equal values gets exactly 0.
+
+    Arguments
+    ---------
+    values : torch.Tensor
+        [B, N] values, N >= 2.
+
+    Returns
+    -------
+    mean : torch.Tensor
+        [B] float32.
+    std : torch.Tensor
+        [B] float32.
+
+    Example
+    -------
+    >>> mean, std = _mean_std(torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]]))
+    >>> mean.tolist(), std.tolist()
+    ([2.0, 0.5], [1.0, 0.0])
+    """
+    values = values.double()
+    mean = values.mean(1)
+    variance = (values - mean.unsqueeze(1)).square_().sum(1) / (values.shape[1] - 1)
+    return mean.float(), variance.sqrt_().float()
 
 
 def _in_streams(work, parts):
@@ -116,7 +155,7 @@ def _in_streams(work, parts):
         torch.set_num_threads(threads)  # MKL's thread count is process-wide
 
 
-def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024):
+def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=512):
     """Mean and standard deviation of each utterance's top-N cohort scores.
 
     Each utterance is scored against the whole cohort by a matrix product
@@ -142,8 +181,8 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024)
         [D] mean embedding subtracted from both sides before the cosine.
     chunk_size : int
         Utterances scored per matrix product. On the CPU the chunks are
-        shared among ``torch.get_num_threads()`` threads, each working on its
-        own chunks single-threaded.
+        shared among ``torch.get_num_threads()`` threads, each taking the next
+        chunk when free and working on it single-threaded.
 
     Returns
     -------
@@ -170,14 +209,15 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024)
             f"adaptive s-norm needs at least 2 cohort scores, got top_n={top_n} "
             f"with a cohort of {cohort.shape[0]}"
         )
-    cohort_scores = _matmul_transposed(cohort)
+    cohort_scores = _matmul_transposed(cohort, rows=min(chunk_size, utterances.shape[0]))
     kept = _CANDIDATE_MARGIN * top_n / cohort.shape[0]
     threshold_guess = utterances.device.type == "cpu" and kept < 0.25
     if threshold_guess:
         # Rows of [mean; second moment] of the cohort: the mean and variance of
         # an utterance's C scores from one small product.
         moments = _matmul_transposed(
-            torch.cat([cohort.mean(0, keepdim=True), cohort.T @ cohort / cohort.shape[0]])
+            torch.cat([cohort.mean(0, keepdim=True), cohort.T @ cohort / cohort.shape[0]]),
+            rows=min(chunk_size, utterances.shape[0]),
         )
         z = float(torch.special.ndtri(torch.tensor(1.0 - kept, dtype=torch.float64)))
     mean_scores = torch.empty(utterances.shape[0])
@@ -195,14 +235,17 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024)
                 top = _top_values(scores, top_n, threshold)
             else:
                 top = scores.topk(top_n, dim=1, sorted=False).values
-            std, mean_ = torch.std_mean(top, dim=1)
+            mean_, std = _mean_std(top)
             mean_scores[start : start + chunk_size] = mean_
             std_scores[start : start + chunk_size] = std
 
     starts = range(0, utterances.shape[0], chunk_size)
     streams = min(torch.get_num_threads(), len(starts))
     if utterances.device.type == "cpu" and streams > 1:
-        _in_streams(statistics_of, [starts[i::streams] for i in range(streams)])
+        # One shared iterator: a stream takes the next chunk when it is free, so a core
+        # slowed by other processes does fewer chunks instead of holding the rest back.
+        shared = iter(starts)
+        _in_streams(statistics_of, [shared] * streams)
     else:
         statistics_of(starts)
     flat = int((std_scores == 0).sum())
@@ -259,7 +302,7 @@ def adaptive_snorm(
     ids=None,
     mean=None,
     top_n=300,
-    chunk_size=1024,
+    chunk_size=512,
     return_statistics=False,
 ):
     """Adaptive s-norm of a scored trial list (top-N cohort per utterance).
@@ -311,7 +354,7 @@ def adaptive_snorm(
             f"scores has shape {tuple(scores.shape)}, expected one score per "
             f"trial of {trials.source} ({len(trials)})"
         )
-    matrix = embedding_matrix(embeddings, trials.utterances, ids)
+    matrix = trial_matrix(trials, embeddings, ids)
     mean_scores, std_scores = cohort_statistics(
         matrix, cohort, top_n=top_n, mean=mean, chunk_size=chunk_size
     )

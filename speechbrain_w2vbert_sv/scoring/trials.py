@@ -4,12 +4,21 @@
 per line, plain or gzip-compressed): it keeps each distinct utterance once and the
 trials as index arrays into that list, so that scoring gathers rows of one utterance
 matrix.
+
+A trial's enrollment side may be a speaker *model* made of several utterances (CN-Celeb's
+``CNC-Eval`` protocol): an enrollment map (``model utt1 utt2 ...`` per line, CN-Celeb's
+``enroll.map``, Kaldi's ``spk2utt``) names them. The model is then one row of the
+utterance matrix like any utterance: the mean of its utterances' embeddings
+(:func:`~speechbrain_w2vbert_sv.scoring.cosine.trial_matrix`), so scoring, s-norm,
+calibration and metrics run unchanged.
 """
 
 import gzip
 import os
 import random
-from dataclasses import dataclass
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,6 +55,9 @@ class Trials:
     line_numbers : numpy.ndarray or None
         [T] line of each trial in its file (for messages; None for a list built in
         memory).
+    enrollments : Mapping
+        Model id -> tuple of its utterances, for the ids of ``utterances`` that are
+        multi-utterance speaker models (empty for a plain list).
 
     Example
     -------
@@ -56,6 +68,10 @@ class Trials:
     '/data/wav/a.wav'
     >>> trials.subset([False, True]).utterances
     ('a.wav', 'c.wav')
+    >>> enrollments = {"spk1": ["a.wav", "b.wav"]}
+    >>> models = Trials.from_lists([1], ["spk1"], ["c.wav"], enrollments=enrollments)
+    >>> models.utterances, models.files, models.members("spk1")
+    (('c.wav', 'spk1'), ['a.wav', 'b.wav', 'c.wav'], ('a.wav', 'b.wav'))
     """
 
     labels: np.ndarray
@@ -64,9 +80,12 @@ class Trials:
     utterances: tuple
     source: str = "<memory>"
     line_numbers: np.ndarray = None
+    enrollments: types.MappingProxyType = field(default_factory=lambda: types.MappingProxyType({}))
 
     @classmethod
-    def from_lists(cls, labels, enroll_ids, test_ids, source="<memory>", line_numbers=None):
+    def from_lists(
+        cls, labels, enroll_ids, test_ids, source="<memory>", line_numbers=None, enrollments=None
+    ):
         """Builds a trial list from parallel sequences of labels and ids.
 
         Arguments
@@ -81,6 +100,10 @@ class Trials:
             Name used in messages.
         line_numbers : sequence of int, optional
             Line of each trial in its file.
+        enrollments : Mapping, optional
+            Model id -> its utterances (see :func:`read_enrollment_map`); an id of
+            the trials found here is a multi-utterance model. Models no trial uses
+            are dropped.
 
         Returns
         -------
@@ -103,7 +126,22 @@ class Trials:
         test_index = np.fromiter(map(row.__getitem__, test_ids), np.int64, count)
         if line_numbers is not None:
             line_numbers = np.asarray(line_numbers, dtype=np.int64)
-        return cls(labels, enroll_index, test_index, utterances, str(source), line_numbers)
+        models = {}
+        for utt in utterances:
+            members = (enrollments or {}).get(utt)
+            if members is not None:
+                if not members:
+                    raise ValueError(f"{source}: enrollment model {utt!r} has no utterance")
+                models[utt] = tuple(members)
+        return cls(
+            labels,
+            enroll_index,
+            test_index,
+            utterances,
+            str(source),
+            line_numbers,
+            types.MappingProxyType(models),
+        )
 
     def __len__(self):
         return int(self.labels.shape[0])
@@ -118,12 +156,19 @@ class Trials:
         """The test id of every trial (a list of str)."""
         return [self.utterances[i] for i in self.test_index]
 
+    def members(self, utterance):
+        """The utterances (audio files) behind an id of ``utterances``: a model's
+        enrollment utterances, or the utterance itself (a tuple of str)."""
+        return self.enrollments.get(utterance, (utterance,))
+
     @property
     def files(self):
-        """The distinct utterances in order of first appearance in the list."""
+        """The distinct audio files in order of first appearance in the list (a
+        model's enrollment utterances where the model appears)."""
         order = np.stack([self.enroll_index, self.test_index], axis=1).reshape(-1)
         _, first = np.unique(order, return_index=True)
-        return [self.utterances[order[i]] for i in np.sort(first)]
+        ids = (self.members(self.utterances[order[i]]) for i in np.sort(first))
+        return list(dict.fromkeys(f for members in ids for f in members))
 
     def paths(self, root):
         """The utterances as paths under ``root`` (the dataset's wav folder)."""
@@ -151,6 +196,7 @@ class Trials:
             [utterances[i] for i in self.test_index[pick]],
             self.source,
             None if self.line_numbers is None else self.line_numbers[pick],
+            self.enrollments,
         )
 
     def sample_utterances(self, max_utterances, seed):
@@ -180,7 +226,47 @@ class Trials:
         return self.subset(keep)
 
 
-def read_trials(path):
+def read_enrollment_map(path):
+    """Reads an enrollment map: ``<model> <utterance> [<utterance> ...]`` per line.
+
+    The format of CN-Celeb's ``eval/lists/enroll.map`` (and Kaldi's ``spk2utt``).
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The map (gzip too).
+
+    Returns
+    -------
+    dict
+        Model id -> tuple of its utterances.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "enroll.map"
+    >>> _ = path.write_text("m1 a/1.wav a/2.wav\\nm2 b/1.wav\\n")
+    >>> read_enrollment_map(path)
+    {'m1': ('a/1.wav', 'a/2.wav'), 'm2': ('b/1.wav',)}
+    """
+    models = {}
+    with _open_text(path) as f:
+        for line_number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2 or fields[0] in models:
+                problem = "a repeated model" if len(fields) >= 2 else "a model with no utterance"
+                raise ValueError(
+                    f"{path}, line {line_number}: expected '<model> <utterance> ...', got "
+                    f"{problem}: {line.rstrip()!r}"
+                )
+            models[fields[0]] = tuple(fields[1:])
+    if not models:
+        raise ValueError(f"{path}: the enrollment map is empty")
+    return models
+
+
+def read_trials(path, enrollment_map=None):
     """Reads a VoxCeleb-format trial list: ``<label> <enroll> <test>`` per line.
 
     Labels are 1 (same speaker) or 0; blank lines are skipped; the file may
@@ -190,6 +276,10 @@ def read_trials(path):
     ---------
     path : str or os.PathLike
         The trial list.
+    enrollment_map : str, os.PathLike or Mapping, optional
+        Multi-utterance enrollment (see :func:`read_enrollment_map`): an id of
+        the list that is a model of the map stands for the mean of its
+        utterances' embeddings.
 
     Returns
     -------
@@ -212,6 +302,8 @@ def read_trials(path):
     ([1, 0], ['a/1.wav', 'a/1.wav'], 3)
     >>> os.remove(f.name)
     """
+    if enrollment_map is not None and not isinstance(enrollment_map, Mapping):
+        enrollment_map = read_enrollment_map(enrollment_map)
     labels, enroll_ids, test_ids, line_numbers = [], [], [], []
     with _open_text(path) as f:
         for line_number, line in enumerate(f, start=1):
@@ -227,7 +319,9 @@ def read_trials(path):
             enroll_ids.append(fields[1])
             test_ids.append(fields[2])
             line_numbers.append(line_number)
-    return Trials.from_lists(labels, enroll_ids, test_ids, source=path, line_numbers=line_numbers)
+    return Trials.from_lists(
+        labels, enroll_ids, test_ids, path, line_numbers=line_numbers, enrollments=enrollment_map
+    )
 
 
 def write_scores(path, trials, scores):

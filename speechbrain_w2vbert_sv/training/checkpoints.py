@@ -31,6 +31,8 @@ from speechbrain.utils.distributed import (
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from speechbrain_w2vbert_sv.utils import read_yaml
+
 logger = get_logger(__name__)
 
 # Metrics that select the best checkpoint, in order of preference (lower is better).
@@ -219,8 +221,6 @@ def is_exported_folder(folder):
 def _init_from_exported(folder, modules):
     """``init_from_checkpoint`` of an exported folder: only the embedding model is
     there; the other modules (the classifier) start fresh."""
-    from speechbrain_w2vbert_sv.inference.source_checkpoints import read_yaml
-
     weights = folder / "embedding_model.ckpt"
     if "embedding_model" not in modules:
         raise ValueError(f"init_from: {folder} is an exported model: it holds embedding_model only")

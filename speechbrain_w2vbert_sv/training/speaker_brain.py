@@ -17,7 +17,7 @@ from speechbrain.utils.distributed import (
 )
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id
 from speechbrain_w2vbert_sv.data.pipeline import random_batch_crop
@@ -201,6 +201,8 @@ class SpeakerBrain(sb.Brain):
     def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
         """``Brain.fit``; without a validation set, checkpoints follow each epoch."""
         self.has_valid = valid_set is not None
+        if isinstance(train_set, DataLoader):  # e.g. the shards' loader
+            self.batches_per_epoch = len(train_set)
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
@@ -279,7 +281,9 @@ class SpeakerBrain(sb.Brain):
             ``EER`` and ``minDCF`` (p_target 0.01), in percent and absolute, plus
             the trial counts.
         """
-        have = [path_to_id(utt) in self.embeddings for utt in trials.utterances]
+        have_file = {f: path_to_id(f) in self.embeddings for f in trials.files}
+        # An enrollment model needs all of its utterances.
+        have = [all(have_file[f] for f in trials.members(u)) for u in trials.utterances]
         kept = [have[e] and have[t] for e, t in zip(trials.enroll_index, trials.test_index)]
         if not all(kept):
             logger.warning(
@@ -289,7 +293,7 @@ class SpeakerBrain(sb.Brain):
                 len(kept),
             )
             trials = trials.subset(kept)
-        table = {utt: self.embeddings[path_to_id(utt)] for utt in trials.utterances}
+        table = {f: self.embeddings[path_to_id(f)] for f in trials.files}
         scores = cosine_scores(trials, table)
         metrics = verification_metrics(scores, trials.labels, p_targets=(0.01,))
         return {

@@ -16,6 +16,7 @@ from speechbrain_w2vbert_sv.data.recipe_data import (
     prepare_augmentation_lists,
     prepare_recipe_data,
 )
+from speechbrain_w2vbert_sv.data.shard_pipeline import make_shard_train_loader
 from speechbrain_w2vbert_sv.experiment import start_experiment
 from speechbrain_w2vbert_sv.scoring.trials import read_trials
 from speechbrain_w2vbert_sv.training.checkpoints import (
@@ -77,20 +78,34 @@ def train_speaker_model(argv):
         elif "classifier" in hparams["init_from_modules"]:
             raise ValueError(f"init_from: {previous} not found (needed with the classifier)")
     train_kwargs = {
-        "csv_file": data["train"],
         "crop_seconds": hparams["crop_seconds"],
         "speed_perturb": hparams["speed_perturb"],
         "sample_rate": hparams["sample_rate"],
         "label_encoder_file": label_file,
     }
-    run_on_main(make_train_dataset, kwargs=train_kwargs)  # writes the label encoder once
-    train_data, label_encoder, num_classes = make_train_dataset(**train_kwargs)
+    if hparams["data_format"] == "shards":
+        make_train_data = make_shard_train_loader
+        train_kwargs.update(
+            shards=hparams.get("shards"),  # stage yamls and quickstart.yaml have the keys
+            loader_options=hparams["train_dataloader_options"],
+            shuffle_buffer=hparams.get("shuffle_buffer", 1000),
+            seed=hparams["seed"],
+            epoch_counter=hparams["epoch_counter"],
+        )
+    else:
+        make_train_data = make_train_dataset
+        train_kwargs["csv_file"] = data["train"]
+    run_on_main(make_train_data, kwargs=train_kwargs)  # writes the label encoder once
+    train_data, label_encoder, num_classes = make_train_data(**train_kwargs)
+    if hparams["data_format"] == "shards":  # resumes mid-epoch to the nearest shard
+        hparams["checkpointer"].add_recoverable("shard_position", train_data)
 
     # Trial lists; validation embeds the dev list's utterances (and a same-speaker dev
     # split, for a classification error), the test embeds every list's.
     if not data["trials"]:
         raise ValueError("--trials must name at least one trial list")
-    trials = {name: read_trials(path) for name, path in data["trials"].items()}
+    maps = data.get("enrollment_maps", {})  # multi-utterance enrollment (CNC-Eval-Avg)
+    trials = {name: read_trials(path, maps.get(name)) for name, path in data["trials"].items()}
     dev_name = next(iter(trials))
     dev_trials = trials[dev_name].sample_utterances(
         hparams["valid_max_utterances"], hparams["seed"]
@@ -99,7 +114,7 @@ def train_speaker_model(argv):
     dev_rows = read_csv(data["dev"]) if data.get("dev") else []
     valid_csv = save_folder / "valid.csv"
     if if_main_process():
-        valid_ids = {path_to_id(u) for u in dev_trials.utterances}
+        valid_ids = {path_to_id(u) for u in dev_trials.files}
         valid_rows = [r for r in test_rows if r["ID"] in valid_ids] + dev_rows
         write_csv(valid_csv, [{c: r[c] for c in EVAL_COLUMNS} for r in valid_rows])
     sb.utils.distributed.ddp_barrier()

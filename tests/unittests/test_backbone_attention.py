@@ -13,8 +13,8 @@ from transformers.models.wav2vec2_bert.modeling_wav2vec2_bert import (
 from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
 from speechbrain_w2vbert_sv.inference.model_yaml import inference_hparams_text
 from speechbrain_w2vbert_sv.lobes.attention import MemoryEfficientWav2Vec2BertSelfAttention
+from speechbrain_w2vbert_sv.lobes.pruned_w2vbert import HeadlessSelfAttention
 from speechbrain_w2vbert_sv.lobes.w2vbert_backbone import W2VBertBackbone
-from speechbrain_w2vbert_sv.pruning.pruned_model import HeadlessSelfAttention
 from tests.tiny_models import SMALL_W2VBERT, small_w2vbert_model
 
 EFFICIENT = MemoryEfficientWav2Vec2BertSelfAttention

@@ -14,9 +14,18 @@ from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Ve
 
 from speechbrain_w2vbert_sv.cli import main
 from speechbrain_w2vbert_sv.inference import wespeaker_export
-from speechbrain_w2vbert_sv.inference.checkpoint_import import import_checkpoint
+from speechbrain_w2vbert_sv.inference.checkpoint_import import (
+    convert,
+    import_checkpoint,
+    random_model_state,
+)
 from speechbrain_w2vbert_sv.inference.interface import load_model
-from speechbrain_w2vbert_sv.inference.wespeaker_export import ENCODER_FOLDER_NOTE, export_wespeaker
+from speechbrain_w2vbert_sv.inference.source_checkpoints import read_source
+from speechbrain_w2vbert_sv.inference.wespeaker_export import (
+    ENCODER_FOLDER_NOTE,
+    export_wespeaker,
+    wespeaker_state_dict,
+)
 from tests.conftest import reference_missing
 from tests.tiny_models import randomise_attention_scores
 from tests.wespeaker_peer import (
@@ -303,17 +312,83 @@ def test_published_architecture_is_written_as_the_hub_id(reference, tmp_path, mo
     assert ENCODER_FOLDER_NOTE not in (out / "README.md").read_text()
 
 
-def paper_checkpoint(model, path, classifier=True):
-    """A checkpoint in the paper code's layout, from WeSpeaker's model (the same network)."""
-    spk_model = {
-        k.replace("frontend.encoder.", "front.encoder.", 1): v
-        for k, v in model.state_dict().items()
-    }
-    modules = {"spk_model": spk_model}
+def paper_spk_model(encoder, adapters, attention, bottleneck):
+    """The paper code's speaker model, ``Audio2Vec_based_Adapter``, as a module tree
+    whose attribute names are those of the paper's code (read in its repository,
+    ``ZXHY-82/w2v-BERT-2.0_SV`` at commit 98ff0e2), so that its state dict has the
+    paper's key names whatever the importer assumes:
+
+    - ``front``: ``AudioEncoder`` (``deeplab/pretrained/audio2vector/api.py``), whose one
+      module is ``encoder``: the HF ``Wav2Vec2BertModel`` (the paper's copy of HF's
+      modeling file keeps HF's attribute names) without ``masked_spec_embed``
+      (``_setup_model`` deletes it), inside ``peft.get_peft_model`` for a LoRA stage;
+      its feature extractor holds no weights;
+    - ``adapter_layers``: a ``ModuleList`` of ``Sequential(Linear, LayerNorm, ReLU,
+      Linear)``, one per hidden state (``recipes/DeepASV/local/spk_model.py``);
+    - ``pooling``: ``ASP`` (``recipes/DeepASV/local/modules/pooling_v2.py``), whose
+      ``attention`` is ``Sequential(Conv1d, ReLU, BatchNorm1d, Conv1d, Softmax)``;
+    - ``bottleneck``: ``Linear``; ``drop`` (a ``Dropout``) holds no weights.
+
+    ``adapters``, ``attention`` and ``bottleneck`` give the head's weights: each is
+    loaded strictly into the paper's layers of the same structure.
+    """
+    nn = torch.nn
+    width, adapter = adapters[0][0].in_features, adapters[0][0].out_features
+    paper = nn.Module()
+    paper.front = nn.Module()
+    paper.front.encoder = encoder
+    paper.adapter_layers = nn.ModuleList(
+        nn.Sequential(
+            nn.Linear(width, adapter), nn.LayerNorm(adapter), nn.ReLU(), nn.Linear(adapter, adapter)
+        )
+        for _ in adapters
+    )
+    pooled = adapter * len(adapters)
+    channels = attention[0].out_channels
+    paper.pooling = nn.Module()
+    paper.pooling.attention = nn.Sequential(
+        nn.Conv1d(pooled, channels, kernel_size=1),
+        nn.ReLU(),
+        nn.BatchNorm1d(channels),
+        nn.Conv1d(channels, pooled, kernel_size=1),
+        nn.Softmax(dim=2),
+    )
+    paper.bottleneck = nn.Linear(2 * pooled, bottleneck.out_features)
+    paper.adapter_layers.load_state_dict(adapters.state_dict())
+    paper.pooling.attention.load_state_dict(attention.state_dict())
+    paper.bottleneck.load_state_dict(bottleneck.state_dict())
+    return paper
+
+
+def save_paper_checkpoint(state, path, classifier=True):
+    """As the paper's trainer saves (``deeplab/core/trainer.py``): ``{"modules": {name:
+    state dict}, "epoch_idx": n}``, each module's own state dict (a DDP module's
+    ``.module``), so no ``module.`` prefix; the ``classifier`` (``ArcFace`` of
+    ``recipes/DeepASV/local/spk_classifier.py``) is a separate module."""
+    modules = {"spk_model": state}
     if classifier:
         modules["classifier"] = {"weight": torch.randn(10, EMBED)}
     torch.save({"modules": modules, "epoch_idx": 3}, path)
     return path
+
+
+def paper_lora_encoder(encoder_folder, lora, weights):
+    """The paper's stage-1 encoder: HF's model from ``encoder_folder`` without
+    ``masked_spec_embed``, in ``get_peft_model`` with the LoRA configuration of the
+    paper's ``create_lora_config`` (``linear_q``/``linear_v``, task
+    ``FEATURE_EXTRACTION``), holding the weights of the peft-wrapped encoder
+    ``weights`` (WeSpeaker's)."""
+    from peft import LoraConfig, get_peft_model
+
+    encoder = Wav2Vec2BertModel.from_pretrained(encoder_folder)
+    del encoder.masked_spec_embed
+    config = LoraConfig(
+        **lora, target_modules=["linear_q", "linear_v"], bias="none", task_type="FEATURE_EXTRACTION"
+    )
+    encoder = get_peft_model(encoder, config)
+    missing, unexpected = encoder.load_state_dict(weights.state_dict(), strict=False)
+    assert not missing and all("masked_spec_embed" in k for k in unexpected), (missing, unexpected)
+    return encoder
 
 
 def paper_reference(model, wavs):
@@ -345,13 +420,29 @@ spk_model: !new:local.spk_model.Audio2Vec_based_Adapter
 
 
 def test_paper_format_matches_its_inference(peer, encoder_folder, tmp_path):
-    model = build_wespeaker(
-        peer, encoder_folder, seed=3, lora={"r": 4, "lora_alpha": 6, "lora_dropout": 0.0}
-    )
+    lora = {"r": 4, "lora_alpha": 6, "lora_dropout": 0.0}
+    model = build_wespeaker(peer, encoder_folder, seed=3, lora=lora)
     wavs = wavs_of(2 * EVEN)
     with torch.no_grad():
         expected = paper_reference(model, wavs)
-    checkpoint = paper_checkpoint(model, tmp_path / "ckpt_0001.pth")
+    encoder = paper_lora_encoder(encoder_folder, lora, model.frontend.encoder)
+    spk_model = paper_spk_model(
+        encoder, model.adapter_layers, model.pooling.attention, model.bottleneck
+    )
+    # Names of the paper's tree (see paper_spk_model), peft's LoRA names inside.
+    keys = set(spk_model.state_dict())
+    lora_q = "encoder.layers.0.self_attn.linear_q"
+    assert {
+        "front.encoder.base_model.model.feature_projection.projection.weight",
+        f"front.encoder.base_model.model.{lora_q}.base_layer.weight",
+        f"front.encoder.base_model.model.{lora_q}.lora_A.default.weight",
+        f"front.encoder.base_model.model.{lora_q}.lora_B.default.weight",
+        "adapter_layers.2.3.weight",
+        "pooling.attention.2.running_var",
+        "bottleneck.weight",
+    } <= keys
+    assert not [k for k in keys if "masked_spec_embed" in k]
+    checkpoint = save_paper_checkpoint(spk_model.state_dict(), tmp_path / "ckpt_0001.pth")
     config = tmp_path / "s1.yaml"
     config.write_text(PAPER_YAML)
     out = import_checkpoint(checkpoint, "paper", tmp_path / "imported", config=config)
@@ -366,8 +457,8 @@ def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
 
     config = PrunedWav2Vec2BertConfig(
         **TINY,
-        layer_attention_heads=[4, 1],
-        layer_ffn1_units=[64, 16],
+        layer_attention_heads=[4, 0],
+        layer_ffn1_units=[64, 0],
         layer_ffn2_units=[24, 64],
         layer_conv_channels=[32, 8],
     )
@@ -375,29 +466,29 @@ def test_pruned_paper_encoder_becomes_the_pruned_model(tmp_path):
     encoder = PrunedWav2Vec2BertModel(config).eval()
     randomise_attention_scores(encoder, seed=4)
     del encoder.masked_spec_embed
-    wespeaker_like = torch.nn.Module()
-    wespeaker_like.add_module("frontend", torch.nn.Module())
-    wespeaker_like.frontend.add_module("encoder", encoder)
     from speechbrain_w2vbert_sv.lobes.heads import MFAHead
 
     head = MFAHead(3, 32, ADAPTER, ADAPTER, EMBED)
-    state = {k: v for k, v in wespeaker_like.state_dict().items()}
-    for key, value in head.state_dict().items():
-        key = key.replace("adapters.", "adapter_layers.").replace("embedding.", "bottleneck.")
-        state[key] = value
-    torch.save(
-        {
-            "modules": {
-                "spk_model": {
-                    k.replace("frontend.encoder.", "front.encoder.", 1): v for k, v in state.items()
-                }
-            }
-        },
-        tmp_path / "pruned.pth",
-    )
+    # The paper's final pruned model: its plain (unwrapped) pruned encoder in front. Its
+    # modeling file registers no weights for a block pruned whole (``self.ffn1 = None``,
+    # ``self.self_attn = None`` in Wav2Vec2BertEncoderLayer) and its forward skips the
+    # block: the same as ours with a zero output bias.
+    spk_model = paper_spk_model(encoder, head.adapters, head.pooling.attention, head.embedding)
+    layer = "front.encoder.encoder.layers.1."
+    state = {
+        k: v
+        for k, v in spk_model.state_dict().items()
+        if not k.startswith((layer + "ffn1", layer + "self_attn"))
+    }
+    save_paper_checkpoint(state, tmp_path / "pruned.pth", classifier=False)
     out = import_checkpoint(tmp_path / "pruned.pth", "paper", tmp_path / "imported")
     ours = load_model(out)
-    assert ours.mods.embedding_model.backbone.model.config.layer_ffn2_units == [24, 64]
+    config = ours.mods.embedding_model.backbone.model.config
+    assert config.layer_attention_heads == [4, 0] and config.layer_ffn1_units == [64, 0]
+    assert config.layer_ffn2_units == [24, 64]
+    with torch.no_grad():
+        encoder.encoder.layers[1].ffn1.output_dense.bias.zero_()
+        encoder.encoder.layers[1].self_attn.linear_out.bias.zero_()
     wavs = wavs_of(EVEN)
     with torch.no_grad():
         feats, lens = ours.mods.embedding_model.frontend(wavs)
@@ -497,3 +588,23 @@ def test_command_line(reference, tmp_path, capsys):
             ]
         )
     assert "w2vbert-sv import: error:" in str(error.value)
+
+
+def test_import_holds_the_weights_once(tmp_path):
+    """The imported model's parameters and buffers are the source file's (memory-mapped)
+    tensors: a model built with weights of its own and then filled from the file would
+    hold them twice (the peak memory of a full-size import, ``benchmarks/interop.py``)."""
+    state = wespeaker_state_dict(
+        random_model_state(TINY, adapter_size=ADAPTER, embedding_size=EMBED)
+    )
+    torch.save(state, tmp_path / "avg_model.pt")
+    (tmp_path / "config.yaml").write_text("model: W2VBert_Adapter_MFA\n")
+    source = read_source(tmp_path, "wespeaker")
+    loaded = dict(source.state)
+    _, model, _ = convert(source)
+    tensors = model.state_dict()
+    assert tensors.keys() == loaded.keys()
+    shared = [k for k, v in tensors.items() if v.data_ptr() == loaded[k].data_ptr()]
+    assert shared == list(tensors), f"copied: {[k for k in tensors if k not in shared][:3]}"
+    # ... and the model computes with them.
+    assert torch.isfinite(model(torch.randn(1, EVEN), torch.ones(1))).all()

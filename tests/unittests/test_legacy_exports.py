@@ -16,7 +16,10 @@
   seeds as 31a7373's, so the weights and embeddings are the same: only the yaml differs.
 """
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,7 +27,8 @@ from speechbrain.inference.classifiers import EncoderClassifier
 
 from speechbrain_w2vbert_sv.inference.interface import W2VBertSpeakerRecognition, load_model
 
-LEGACY = pathlib.Path(__file__).resolve().parents[1] / "data" / "legacy_exports"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LEGACY = REPO / "tests" / "data" / "legacy_exports"
 
 # Generation (subfolder of LEGACY; "" for 31a7373's, kept where they were first written).
 GENERATIONS = {"31a7373": "", "main_0ff0bd5": "main_0ff0bd5"}
@@ -54,3 +58,32 @@ def test_legacy_folder_loads_with_the_same_embeddings(generation, name, tmp_path
     torch.testing.assert_close(
         stock.encode_batch(inputs["wavs"], inputs["lens"]), expected, atol=1e-4, rtol=0
     )
+
+
+def test_old_paths_resolve_without_an_import_hook(tmp_path):
+    """In a fresh interpreter: importing the package installs nothing on the import
+    system, and SpeechBrain's stock loader, run first, reads a folder whose
+    ``hyperparams.yaml`` names the old module paths, with the recorded embeddings."""
+    folder = LEGACY / GENERATIONS["31a7373"] / "w2vbert_mfa"
+    assert "speechbrain_w2vbert_sv.heads." in (folder / "hyperparams.yaml").read_text()
+    code = f"""
+import sys, torch
+import speechbrain_w2vbert_sv
+ours = "speechbrain_w2vbert_sv.legacy_paths"
+assert not any(type(f).__module__ == ours for f in sys.meta_path), sys.meta_path
+assert "speechbrain_w2vbert_sv.heads" not in sys.modules
+from speechbrain.inference.classifiers import EncoderClassifier
+stock = EncoderClassifier.from_hparams(source={str(folder)!r}, savedir={str(tmp_path)!r})
+inputs = torch.load({str(LEGACY / "inputs.pt")!r}, weights_only=True)
+expected = torch.load({str(folder / "expected_embeddings.pt")!r}, weights_only=True)
+torch.testing.assert_close(
+    stock.encode_batch(inputs["wavs"], inputs["lens"]), expected, atol=1e-4, rtol=0
+)
+assert not any(type(f).__module__ == ours for f in sys.meta_path), sys.meta_path
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

@@ -112,6 +112,35 @@ CASES = {
         lambda model, f: [["quantize", "--model", model, "--output", f.tmp / "out"]],
         None,
     ),
+    # It writes a folder of RTTMs: no suffix to get wrong.
+    "diarize": (
+        lambda model, f: [["diarize", f.wav, "--model", model, "--output_folder", f.tmp / "rttm"]],
+        None,
+    ),
+    # The broken models also stand for broken speaker stores (read by a sound model).
+    "enroll": (
+        lambda model, f: [
+            ["enroll", "--model", model, "--store", f.tmp / "store", "--remove", "x"],
+            ["enroll", "--model", W2VBERT_EXPORT, "--store", model, "--remove", "x"],
+        ],
+        None,
+    ),
+    "identify": (
+        lambda model, f: [
+            ["identify", f.wav, "--model", model, "--store", f.tmp / "store"],
+            ["identify", f.wav, "--model", W2VBERT_EXPORT, "--store", model],
+        ],
+        None,
+    ),
+    # No model: the broken model files and folders stand for broken RTTMs and UEMs.
+    "der": (
+        lambda model, f: [
+            ["der", "--reference", model, "--hypothesis", model],
+            ["der", "--reference", f.rttm, "--hypothesis", model],
+            ["der", "--reference", f.rttm, "--hypothesis", f.rttm, "--uem", model],
+        ],
+        None,
+    ),
 }
 WRONG_SUFFIX = "wrong output suffix"
 BROKEN_MODELS = ("missing folder", "no hyperparams.yaml", "truncated weights", "garbage .onnx")
@@ -131,12 +160,19 @@ def broken(tmp_path, wavs):
     garbage.write_bytes(b"not an ONNX model")
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a.wav b.wav\n")
+    rttm = tmp_path / "a.rttm"
+    rttm.write_text("SPEAKER a 1 0.0 1.0 <NA> <NA> A <NA> <NA>\n")
     wespeaker_config = tmp_path / "wespeaker" / "config.yaml"
     wespeaker_config.parent.mkdir()
     wespeaker_config.write_text("model: W2VBert_Adapter_MFA\n")
     models = dict(zip(BROKEN_MODELS, (tmp_path / "missing", no_hparams, truncated, garbage)))
     return types.SimpleNamespace(
-        models=models, tmp=tmp_path, wav=wavs[0], trials=trials, wespeaker_config=wespeaker_config
+        models=models,
+        tmp=tmp_path,
+        wav=wavs[0],
+        trials=trials,
+        wespeaker_config=wespeaker_config,
+        rttm=rttm,
     )
 
 

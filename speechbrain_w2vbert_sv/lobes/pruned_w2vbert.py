@@ -1,4 +1,8 @@
-"""A w2v-BERT 2.0 model whose layers have their own sizes after pruning.
+"""A w2v-BERT 2.0 model whose layers have their own sizes, as pruning leaves them.
+
+A model component like the other lobes (``pruning/`` builds it; a pruned folder's
+``hyperparams.yaml`` names only its ``model_type``, which the backbone registers from
+here), so loading a pruned model needs nothing of ``pruning/``.
 
 ``PrunedWav2Vec2BertModel`` is a ``transformers.Wav2Vec2BertModel``: it runs
 HF's forward and keeps HF's layer classes (attention modules stay
