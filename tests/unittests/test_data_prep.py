@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from speechbrain_w2vbert_sv.data import corpus
+from speechbrain_w2vbert_sv.data import preparation
 from speechbrain_w2vbert_sv.data.csv_io import path_to_id, read_csv
 from speechbrain_w2vbert_sv.data.generic import (
     prepare_arabic_speech_commands,
@@ -113,7 +113,7 @@ def test_preparation_skipped_when_options_unchanged(broken_corpus, tmp_path, mon
     def fail(*_, **__):
         raise AssertionError("files checked again although nothing changed")
 
-    monkeypatch.setattr(corpus, "check_audio_files", fail)
+    monkeypatch.setattr(preparation, "check_audio_files", fail)
     prepare_folder_corpus(*args, dev_ratio=0.34)
     assert (save / "train.csv").stat().st_mtime_ns == before
     monkeypatch.undo()
