@@ -11,7 +11,8 @@ embedding 256) with random weights and random pooling statistics, saved as WeSpe
   inference), HF ``Wav2Vec2BertModel`` with all hidden states, WeSpeaker's head code
   (``wespeaker-unofficial``);
 - ours: ``w2vbert-sv import --format wespeaker`` run in a fresh process (its wall time and
-  peak RSS are measured there: ``ru_maxrss`` of that process, Python and torch included),
+  peak RSS are measured there: ``VmHWM`` of that process, Python and torch included;
+  not ``ru_maxrss``, which a child inherits from its parent),
   then ``load_model`` of the imported folder and ``encode_batch``.
 
 fp32, ``torch.set_num_threads(2)``; one process holds one full-size model at a time. The
@@ -35,6 +36,7 @@ import gc
 import json
 import os
 import pathlib
+import re
 import resource
 import subprocess
 import sys
@@ -118,6 +120,12 @@ def import_worker(source, output):
     import_checkpoint(source, "wespeaker", output)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # ru_maxrss survives fork and exec: a child starts with its parent's peak (here the
+    # reference model's). VmHWM is this process's own peak, where Linux has it.
+    status = pathlib.Path("/proc/self/status")
+    if status.is_file():
+        hwm = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        peak = int(hwm.group(1)) * 1024 if hwm else peak
     print(json.dumps({"import_s": seconds, "peak_rss": peak}))
 
 
