@@ -67,10 +67,10 @@ def embedding_matrix(embeddings, keys, ids=None):
     if len(ids) != matrix.shape[0]:
         raise ValueError(f"embedding matrix has {matrix.shape[0]} rows but {len(ids)} ids")
     row = {utt: i for i, utt in enumerate(ids)}
-    missing = [k for k in keys if k not in row]
-    if missing:
-        raise ValueError(missing_message(missing))
-    return matrix[torch.as_tensor([row[k] for k in keys], dtype=torch.long)]
+    index = torch.as_tensor([row.get(k, -1) for k in keys], dtype=torch.long)
+    if bool((index < 0).any()):  # one dict pass for the lookup and the check
+        raise ValueError(missing_message([k for k in keys if k not in row]))
+    return matrix[index]
 
 
 def trial_matrix(trials, embeddings, ids=None):
@@ -107,6 +107,8 @@ def trial_matrix(trials, embeddings, ids=None):
     [[2.0, 2.0], [0.5, 1.5]]
     """
     keys = trials.utterances
+    if not trials.enrollments:
+        return embedding_matrix(embeddings, keys, ids)
     held = set(embeddings) if isinstance(embeddings, Mapping) else set(ids or ())
     models = [k for k in keys if k in trials.enrollments and k not in held]
     if not models:

@@ -53,8 +53,8 @@ def _top_values(scores, top_n, threshold):
     ``threshold`` is a per-row guess at a value a little below the
     ``top_n``-th largest. Where at least ``top_n`` scores reach it they hold
     the whole top-N, so only those few are gathered (one pass over the row)
-    and selected among; other rows (or rows keeping too many) use
-    ``torch.topk`` over the whole row. Either way the values are exact.
+    and selected among; other rows (or rows keeping too many) use a
+    selection over the whole row. Either way the values are exact.
 
     Arguments
     ---------
@@ -78,10 +78,12 @@ def _top_values(scores, top_n, threshold):
     [[7.0, 9.0], [3.0, 8.0]]
     """
     rows_n, columns = scores.shape
-    # numpy's nonzero of a CPU mask: about 1.6x faster than torch's, and it releases the GIL.
-    flat = torch.from_numpy(np.flatnonzero((scores >= threshold.unsqueeze(1)).numpy()))
-    row = torch.div(flat, columns, rounding_mode="floor")
-    counts = torch.bincount(row, minlength=rows_n)
+    # In numpy: its comparison and nonzero of the CPU scores are about 2x and 1.6x
+    # faster than torch's here (the gather into the buffer a little), and release the GIL.
+    values = scores.numpy()
+    flat = np.flatnonzero(np.greater_equal(values, threshold.numpy()[:, None]))
+    row = flat // columns
+    counts = np.bincount(row, minlength=rows_n)
     gathered = (counts >= top_n) & (counts <= _MAX_CANDIDATES * top_n)
     everywhere = bool(gathered.all())
     if not everywhere:
@@ -90,18 +92,15 @@ def _top_values(scores, top_n, threshold):
         counts = counts * gathered
     width = max(int(counts.max()), top_n)
     # Row r's candidates go to row r of a [B, width] buffer, in order.
-    row_start = torch.arange(rows_n) * width - (counts.cumsum(0) - counts)
-    position = torch.arange(flat.shape[0]) + row_start.repeat_interleave(
-        counts, output_size=flat.shape[0]
-    )
-    candidates = scores.new_full((rows_n, width), float("-inf"))
-    # take + index_copy_: a third faster than advanced indexing on both sides.
-    candidates.view(-1).index_copy_(0, position, scores.take(flat))
-    top = candidates.topk(top_n, dim=1, sorted=False).values
+    row_start = np.arange(rows_n) * width - (counts.cumsum() - counts)
+    candidates = np.full((rows_n, width), -np.inf, dtype=values.dtype)
+    candidates.ravel()[np.arange(flat.shape[0]) + row_start[row]] = values.ravel()[flat]
+    # numpy's partition (in place, no sort) is about 5x faster than torch.topk here.
+    candidates.partition(-top_n, axis=1)
+    top = candidates[:, -top_n:]
     if not everywhere:
-        full = ~gathered
-        top[full] = scores[full].topk(top_n, dim=1, sorted=False).values
-    return top
+        top[~gathered] = np.partition(values[~gathered], -top_n, axis=1)[:, -top_n:]
+    return torch.from_numpy(top)
 
 
 def _mean_std(values):
@@ -155,12 +154,12 @@ def _in_streams(work, parts):
         torch.set_num_threads(threads)  # MKL's thread count is process-wide
 
 
-def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=512):
+def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=1024):
     """Mean and standard deviation of each utterance's top-N cohort scores.
 
     Each utterance is scored against the whole cohort by a matrix product
-    ([chunk, D] x [D, C], chunked over utterances so that the scores stay in
-    cache and only [chunk, C] of them ever exist), and the ``top_n`` highest
+    ([chunk, D] x [D, C], chunked over utterances so that only [chunk, C] of
+    them ever exist), and the ``top_n`` highest
     cosine scores give its statistics. On the CPU the top-N is found without
     a full selection over C: the scores' own mean and spread (exact, from the
     cohort's mean and second moment) give a threshold a little below the
@@ -180,7 +179,8 @@ def cohort_statistics(embeddings, cohort, top_n=300, mean=None, chunk_size=512):
     mean : torch.Tensor, optional
         [D] mean embedding subtracted from both sides before the cosine.
     chunk_size : int
-        Utterances scored per matrix product. On the CPU the chunks are
+        Utterances scored per matrix product (1024: a few percent less CPU
+        time than 512 on a Vox1-H list, from fewer small steps). On the CPU the chunks are
         shared among ``torch.get_num_threads()`` threads, each taking the next
         chunk when free and working on it single-threaded.
 
@@ -302,7 +302,7 @@ def adaptive_snorm(
     ids=None,
     mean=None,
     top_n=300,
-    chunk_size=512,
+    chunk_size=1024,
     return_statistics=False,
 ):
     """Adaptive s-norm of a scored trial list (top-N cohort per utterance).
