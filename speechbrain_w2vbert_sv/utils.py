@@ -1,6 +1,7 @@
 """Small helpers shared across the package: padding masks, parameter counts, reading
 checkpoint and YAML files."""
 
+import os
 import pathlib
 import pickle
 import re
@@ -8,6 +9,25 @@ import zipfile
 
 import torch
 import yaml
+
+
+def fsync_path(path):
+    """Flushes a file or folder to disk (a folder: its entries, after a rename).
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        File or folder.
+
+    Example
+    -------
+    >>> fsync_path(getfixture("tmp_path"))
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def lengths_to_mask(lengths, max_len):

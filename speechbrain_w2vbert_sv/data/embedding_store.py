@@ -44,6 +44,8 @@ import shutil
 
 import numpy as np
 
+from speechbrain_w2vbert_sv.utils import fsync_path
+
 FORMAT = "speechbrain_w2vbert_sv.embedding_store"
 VERSION = 1
 DTYPES = ("float32", "float16")
@@ -102,14 +104,6 @@ def _check_ids(ids, folder):
                 f"{folder}: id {item!r} cannot be stored (ids are non-empty strings "
                 "without line breaks)"
             )
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EmbeddingStore:
@@ -434,7 +428,7 @@ class EmbeddingStoreWriter:
         )
         (self.tmp / "meta.json").write_text(json.dumps(self.header, indent=1), encoding="utf-8")
         for path in self.tmp.iterdir():
-            _fsync(path)
+            fsync_path(path)
         old = _sibling(self.folder, OLD_SUFFIX)
         if self.folder.exists():
             os.rename(self.folder, old)

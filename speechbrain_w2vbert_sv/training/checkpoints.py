@@ -31,20 +31,12 @@ from speechbrain.utils.distributed import (
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from speechbrain_w2vbert_sv.utils import read_yaml
+from speechbrain_w2vbert_sv.utils import fsync_path, read_yaml
 
 logger = get_logger(__name__)
 
 # Metrics that select the best checkpoint, in order of preference (lower is better).
 SELECTION_KEYS = ("EER", "dev_error")
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -119,11 +111,11 @@ class AtomicCheckpointer(Checkpointer):
         if missing:
             raise RuntimeError(f"checkpoint {staged.path} lacks {missing} after saving")
         for f in files + [METAFNAME]:
-            _fsync(staged.path / f)
+            fsync_path(staged.path / f)
         if final.exists():  # a custom name saved again: replace the old one
             self._discard(final)
         os.rename(staged.path, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
         logger.log(
             verbosity,
             f"Saved an {'end-of-epoch' if end_of_epoch else 'intra-epoch'} checkpoint in {final}",

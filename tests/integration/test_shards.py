@@ -5,25 +5,19 @@ the shards out.
 """
 
 import re
-import signal
-import subprocess
 import sys
-import time
 
 import yaml
 
 from speechbrain_w2vbert_sv.data.csv_io import read_csv, write_csv
 from speechbrain_w2vbert_sv.data.recipe_data import prepare_recipe_data
 from speechbrain_w2vbert_sv.data.shards import read_manifest, write_shards
-from tests.conftest import REPO_ROOT
 from tests.integration.test_train_recipe import (
     ASC_SPEAKER_REGEX,
-    QUICKSTART,
-    RECIPE,
     TINY,
-    _env,
     checkpoints,
     eers,
+    kill_run_when,
     run_recipe,
     step_counts,
 )
@@ -98,22 +92,7 @@ def test_two_epochs_from_shards_learn_and_resume_after_a_kill(shared_data, tmp_p
         "--ckpt_interval_steps=60",
         "--noprogressbar",
     ]
-    cmd = [sys.executable, str(RECIPE), str(QUICKSTART), f"--output_folder={run}", *args]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (run / "save").is_dir() and _intra_epoch_checkpoint_of_epoch_2(run / "save"):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_run_when(run, args, _intra_epoch_checkpoint_of_epoch_2)
 
     stdout = run_recipe(run, *args)
     log = (run / "train_log.txt").read_text()

@@ -70,6 +70,32 @@ def _env():
     return env
 
 
+def kill_run_when(output_folder, args, ready, timeout=600):
+    """Starts the quickstart recipe with ``args`` and SIGKILLs it once ``ready(save
+    folder)`` holds (polled); fails if the run ends first."""
+    cmd = [sys.executable, str(RECIPE), str(QUICKSTART), f"--output_folder={output_folder}"]
+    proc = subprocess.Popen(
+        [*cmd, *args],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    save = output_folder / "save"
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if save.is_dir() and ready(save):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def run_recipe(output_folder, *args, hparams=QUICKSTART, launcher=(sys.executable,), timeout=600):
     """Runs the recipe to the end; returns its stdout (fails the test on an error)."""
     cmd = [*launcher, str(RECIPE), str(hparams), f"--output_folder={output_folder}", *args]
@@ -168,24 +194,12 @@ def test_resume_after_sigkill_gives_the_same_number_of_steps(tmp_path):
     reference_steps = step_counts(tmp_path / "reference" / "save")
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, str(RECIPE), str(QUICKSTART), f"--output_folder={killed}", *args]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    kill_run_when(
+        killed,
+        args,
+        lambda save: any(not meta["end-of-epoch"] for meta, _ in checkpoints(save)),
+        timeout=300,
     )
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (killed / "save").is_dir() and any(
-                not meta["end-of-epoch"] for meta, _ in checkpoints(killed / "save")
-            ):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     meta, folder = checkpoints(killed / "save")[-1]
     assert not meta["end-of-epoch"]
     steps_at_kill = yaml.safe_load((folder / "brain.ckpt").read_text())["optimizer_step"]
